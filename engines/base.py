@@ -1,0 +1,65 @@
+"""The policy engine protocol and the values it returns.
+
+Contract: `expand` samples `n` continuations of each prefix, each ending at the step delimiter (`finish`
+"step"), at the end of the solution ("end"), or at the token limit ("length"); `rollout` is the same
+without stopping at the delimiter. Continuations carry their token ids (so the next prefix is
+`prefix + token_ids`, without re-tokenising), their text and their cumulative log-probability.
+Both return the usage of the call. `abort(request_id)` cancels every in-flight call made under that id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from engines.usage import Usage
+
+Finish = Literal["step", "end", "length", "abort"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_step_tokens: int = 48  # one step never needs more; a longer one is cut ("length")
+    max_tokens: int = 256  # whole rollouts
+    seed: int | None = None
+    logprobs: bool = True  # cumulative log-probabilities (MCTS priors)
+
+
+@dataclass(frozen=True)
+class Continuation:
+    token_ids: tuple[int, ...]  # excludes the end-of-sequence token, includes the step delimiter
+    text: str
+    finish: Finish
+    logprob: float
+
+
+@dataclass(frozen=True)
+class Generation:
+    continuations: list[list[Continuation]]  # [prefix][sample]
+    usage: Usage
+
+
+class PolicyEngine(Protocol):
+    """What searchers need from a policy model."""
+
+    eos_token_id: int
+    step_token_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, token_ids: Sequence[int]) -> str: ...
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]: ...
+
+    async def expand(
+        self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, request_id: str
+    ) -> Generation: ...
+
+    async def rollout(
+        self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, request_id: str
+    ) -> Generation: ...
+
+    async def abort(self, request_id: str) -> None: ...

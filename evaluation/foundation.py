@@ -1,0 +1,226 @@
+"""Held-out quality of a policy/PRM pair and the policy engine's raw throughput, on the real vLLM engines.
+
+Contract: `evaluate_pair` runs, per tier, greedy decoding, `samples` sampled solutions at temperature 1.0
+(mean accuracy and oracle pass@k by the exact checker), the PRM's AUROC at separating correct from
+incorrect final solutions (last-step score), and its AUROC at predicting Math-Shepherd step labels
+(hard label: any of K rollouts from that step succeeds) on fresh rollouts. `engine_throughput` is the
+"physical limit" benchmark: generated tokens per second for 16 prompts x n=16 samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from engines.base import Sampling
+from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
+from tasks.countdown import Problem
+from tasks.datasets import countdown_problem
+from tasks.sets import load_eval_set
+from training.checkpoint import update_card
+from training.prm_data import label_problems
+from verifiers.aggregate import aggregate
+from verifiers.countdown import check_solution
+from verifiers.prm import Candidate, split_steps_ids
+from verifiers.vllm_prm import VLLMPRM
+
+from .metrics import auroc, wilson_interval
+
+CHUNK = 50  # problems per engine call: a progress bar that moves, and bounded in-flight requests
+
+
+@dataclass
+class Pair:
+    policy: VLLMPolicyEngine
+    prm: VLLMPRM
+
+    @classmethod
+    def start(cls, models: Path, kv_cache_gib: float = 2.0) -> Pair:
+        policy = VLLMPolicyEngine.start(VLLMConfig(model=str(models / "policy"), kv_cache_gib=kv_cache_gib))
+        prm = VLLMPRM.start(VLLMConfig(model=str(models / "prm"), kv_cache_gib=kv_cache_gib))
+        return cls(policy, prm)
+
+    def shutdown(self) -> None:
+        self.policy.shutdown()
+        self.prm.shutdown()
+
+
+async def _solutions(
+    pair: Pair, problems: Sequence[Problem], n: int, sampling: Sampling, tag: str
+) -> list[list[tuple[tuple[int, ...], bool]]]:
+    """For each problem, n (token ids, correct) pairs."""
+    rows: list[list[tuple[tuple[int, ...], bool]]] = []
+    for start in tqdm(range(0, len(problems), CHUNK), desc=tag, unit="chunk", leave=False):
+        chunk = problems[start : start + CHUNK]
+        prompts = [pair.policy.encode(p.prompt()) for p in chunk]
+        generation = await pair.policy.rollout(prompts, n, sampling, f"{tag}-{start}")
+        for problem, row in zip(chunk, generation.continuations, strict=True):
+            rows.append([(c.token_ids, check_solution(problem, c.text).correct) for c in row])
+    return rows
+
+
+async def _final_scores(
+    pair: Pair, problems: Sequence[Problem], rows: list[list[tuple[tuple[int, ...], bool]]]
+) -> list[float]:
+    candidates = [
+        Candidate(
+            tuple(pair.policy.encode(problem.prompt())),
+            tuple(split_steps_ids(ids, pair.policy.step_token_id)),
+        )
+        for problem, row in zip(problems, rows, strict=True)
+        for ids, _ in row
+    ]
+    scores: list[float] = []
+    for start in range(0, len(candidates), CHUNK * 4):
+        result = await pair.prm.score(candidates[start : start + CHUNK * 4], f"eval-prm-{start}")
+        scores += [aggregate(s, "last") for s in result.step_scores]
+    return scores
+
+
+async def _step_label_auroc(
+    pair: Pair, problems: Sequence[Problem], rollouts: int, seed: int
+) -> float | None:
+    scores: list[float] = []
+    labels: list[bool] = []
+    for start in tqdm(range(0, len(problems), CHUNK), desc="step labels", unit="chunk", leave=False):
+        sampling = Sampling(temperature=1.0, seed=seed + start, logprobs=False)
+        labelled = await label_problems(
+            pair.policy, problems[start : start + CHUNK], 1, rollouts, sampling, f"lab-{start}"
+        )
+        candidates = [
+            Candidate(
+                tuple(pair.policy.encode(item.problem.prompt())),
+                tuple(tuple(pair.policy.tokenizer.encode(s, add_special_tokens=False)) for s in item.steps),
+            )
+            for item in labelled
+            if item.steps
+        ]
+        result = await pair.prm.score(candidates, f"lab-prm-{start}")
+        for item, step_scores in zip([i for i in labelled if i.steps], result.step_scores, strict=True):
+            scores += step_scores
+            labels += [s > 0 for s in item.soft_labels]
+    return auroc(scores, labels)
+
+
+async def evaluate_tier(
+    pair: Pair, problems: Sequence[Problem], samples: int, label_rollouts: int, seed: int
+) -> dict[str, Any]:
+    greedy = await _solutions(
+        pair, problems, 1, Sampling(temperature=0.0, seed=seed, logprobs=False), "greedy"
+    )
+    sampled = await _solutions(
+        pair, problems, samples, Sampling(temperature=1.0, seed=seed, logprobs=False), "sampled"
+    )
+    correct_greedy = sum(row[0][1] for row in greedy)
+    correct_samples = [ok for row in sampled for _, ok in row]
+    solved_any = sum(any(ok for _, ok in row) for row in sampled)
+    final_scores = await _final_scores(pair, problems, sampled)
+    n = len(problems)
+    greedy_ci = wilson_interval(correct_greedy, n)
+    return {
+        "n_problems": n,
+        "greedy_accuracy": correct_greedy / n,
+        "greedy_ci": [round(greedy_ci[0], 4), round(greedy_ci[1], 4)],
+        "sampled_accuracy": sum(correct_samples) / len(correct_samples),
+        f"pass_at_{samples}": solved_any / n,
+        "prm_auroc_final": auroc(final_scores, correct_samples),
+        "prm_auroc_steps": await _step_label_auroc(pair, problems, label_rollouts, seed + 7),
+    }
+
+
+async def engine_throughput(
+    policy: VLLMPolicyEngine, prompts: int = 16, n: int = 16, repeats: int = 3
+) -> dict[str, Any]:
+    """Generated tokens per second, 16 prompts x n=16 full rollouts at temperature 1.0, median of repeats."""
+    problems = [countdown_problem(t) for t in load_eval_set(4, limit=prompts)]
+    ids = [policy.encode(p.prompt()) for p in problems]
+    await policy.rollout(ids[:2], 2, Sampling(seed=0, logprobs=False), "bench-warmup")
+    rates, tokens = [], []
+    for r in range(repeats):
+        started = time.perf_counter()
+        generation = await policy.rollout(
+            ids, n, Sampling(temperature=1.0, seed=100 + r, logprobs=False), f"bench-{r}"
+        )
+        elapsed = time.perf_counter() - started
+        rates.append(generation.usage.generated_tokens / elapsed)
+        tokens.append(generation.usage.generated_tokens)
+    return {
+        "engine_generated_tokens_per_s": round(statistics.median(rates), 1),
+        "engine_benchmark": {
+            "prompts": prompts,
+            "n": n,
+            "repeats": repeats,
+            "generated_tokens": tokens,
+            "tokens_per_s": [round(x, 1) for x in rates],
+        },
+    }
+
+
+async def evaluate_pair(
+    pair: Pair,
+    tiers: Sequence[int],
+    problems_per_tier: int,
+    samples: int,
+    label_rollouts: int,
+    seed: int = 0,
+    benchmark: bool = True,
+) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    for tier in tiers:
+        problems = [countdown_problem(t) for t in load_eval_set(tier, limit=problems_per_tier)]
+        report[str(tier)] = await evaluate_tier(pair, problems, samples, label_rollouts, seed)
+        tqdm.write(f"tier {tier}: {json.dumps(report[str(tier)])}")
+    if benchmark:
+        report.update(await engine_throughput(pair.policy))
+    return report
+
+
+def card_metrics(recipe: dict[str, Any], out: Path) -> None:
+    """`ponder train`'s last stage: quick held-out metrics written into both checkpoints' cards."""
+    table = recipe["eval"]
+    pair = Pair.start(out)
+    try:
+        report = asyncio.run(
+            evaluate_pair(
+                pair,
+                (3, 4, 5),
+                int(table["problems_per_tier"]),
+                int(table["samples"]),
+                label_rollouts=4,
+                benchmark=bool(table.get("benchmark", True)),
+            )
+        )
+    finally:
+        pair.shutdown()
+    update_card(out / "policy", metrics=report)
+    update_card(out / "prm", metrics=report)
+    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def foundation_results(
+    models: Path, out: Path, problems_per_tier: int, samples: int, label_rollouts: int
+) -> dict[str, Any]:
+    """`ponder eval foundation`: the committed results/foundation.json."""
+    pair = Pair.start(models)
+    try:
+        started = time.time()
+        report = asyncio.run(evaluate_pair(pair, (3, 4, 5), problems_per_tier, samples, label_rollouts))
+    finally:
+        pair.shutdown()
+    report["models"] = str(models)
+    report["eval_seconds"] = round(time.time() - started, 1)
+    report["command"] = (
+        f"ponder eval foundation --models {models} --problems {problems_per_tier} --samples {samples} "
+        f"--label-rollouts {label_rollouts}"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return report

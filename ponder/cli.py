@@ -1,0 +1,126 @@
+"""`ponder`: one command line for serving, training, evaluation and benchmarks.
+
+Contract: each subcommand parses its own arguments and calls into the package that owns the work;
+heavy imports (torch, vLLM) happen inside the subcommand so `ponder --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ponder.defaults import DEFAULT_MODELS
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Until the HTTP server lands: start both engines on the models and solve one problem end to end."""
+    from engines.base import Sampling
+    from evaluation.foundation import Pair
+    from tasks.countdown import parse_prompt
+    from verifiers.countdown import check_solution
+    from verifiers.prm import Candidate, split_steps_ids
+
+    problem = parse_prompt(args.prompt)
+    if problem is None:
+        print(f"not a Countdown prompt: {args.prompt!r} (expected e.g. '3 7 9 13 -> 24')", file=sys.stderr)
+        return 2
+    pair = Pair.start(args.models)
+
+    async def solve() -> None:
+        prompt = pair.policy.encode(problem.prompt())
+        generation = await pair.policy.rollout(
+            [prompt], 1, Sampling(temperature=0.0, logprobs=False), "smoke"
+        )
+        solution = generation.continuations[0][0]
+        steps = tuple(split_steps_ids(solution.token_ids, pair.policy.step_token_id))
+        scores = await pair.prm.score([Candidate(tuple(prompt), steps)], "smoke-prm")
+        print(problem.prompt() + solution.text, end="" if solution.text.endswith("\n") else "\n")
+        print(f"correct: {check_solution(problem, solution.text).correct}")
+        print(f"PRM step scores: {[round(s, 3) for s in scores.step_scores[0]]}")
+        print(f"usage: {json.dumps(generation.usage.as_dict())}")
+
+    try:
+        asyncio.run(solve())
+    finally:
+        pair.shutdown()
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from evaluation.foundation import foundation_results
+
+    report = foundation_results(args.models, args.out, args.problems, args.samples, args.label_rollouts)
+    print(
+        json.dumps(
+            {k: v for k, v in report.items() if k in ("3", "4", "5", "engine_generated_tokens_per_s")},
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
+    from evaluation.foundation import engine_throughput
+
+    engine = VLLMPolicyEngine.start(VLLMConfig(model=str(args.models / "policy"), kv_cache_gib=2))
+    try:
+        report = asyncio.run(engine_throughput(engine, args.prompts, args.n, args.repeats))
+    finally:
+        engine.shutdown()
+    print(json.dumps(report, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ponder", description="Ponder: inference-time search on vLLM.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start on the models (for now: a smoke generation + PRM scoring)")
+    serve.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/")
+    serve.add_argument("--prompt", default="3 7 9 13 -> 24", help="a Countdown problem to solve")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("train", help="train policy and PRM from a recipe (ponder train --help)", add_help=False)
+
+    ev = sub.add_parser("eval", help="held-out evaluation of a policy/PRM pair on the real engines")
+    ev.add_argument(
+        "suite", choices=["foundation"], help="foundation: policy accuracy, pass@k, PRM AUROC, throughput"
+    )
+    ev.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/")
+    ev.add_argument("--out", type=Path, default=Path("results/foundation.json"))
+    ev.add_argument("--problems", type=int, default=300, help="held-out problems per tier (max 300)")
+    ev.add_argument("--samples", type=int, default=16, help="sampled solutions per problem (pass@k's k)")
+    ev.add_argument("--label-rollouts", type=int, default=8, help="rollouts per step for the step labels")
+    ev.set_defaults(func=cmd_eval)
+
+    bench = sub.add_parser("bench", help="raw policy-engine throughput (the reference for the search layer)")
+    bench.add_argument("--models", type=Path, default=DEFAULT_MODELS)
+    bench.add_argument("--prompts", type=int, default=16)
+    bench.add_argument("--n", type=int, default=16)
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--out", type=Path, help="also write the JSON here")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # `ponder train` owns all of its flags, --help included
+        from training.pipeline import main as train_main
+
+        return train_main(argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

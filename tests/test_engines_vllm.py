@@ -1,0 +1,136 @@
+"""The real engines: the vLLM policy adapter and the vLLM pooling PRM, on the shipped default models."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engines.base import Sampling
+from engines.vllm_engine import VLLMPolicyEngine
+from ponder.defaults import DEFAULT_PRM
+from tasks.countdown import generate
+from verifiers.hf_prm import TransformersPRM
+from verifiers.prm import Candidate, split_steps_ids
+from verifiers.vllm_prm import VLLMPRM
+
+pytestmark = pytest.mark.engine
+
+PROMPT = "3 7 9 13 -> 24\n"
+
+
+async def test_expand_stops_at_the_step_delimiter(policy_engine: VLLMPolicyEngine) -> None:
+    prompt = policy_engine.encode(PROMPT)
+    generation = await policy_engine.expand([prompt, prompt], 4, Sampling(seed=1), "t-expand")
+    assert len(generation.continuations) == 2 and all(len(row) == 4 for row in generation.continuations)
+    for row in generation.continuations:
+        for c in row:
+            assert c.finish in ("step", "end", "length")
+            if c.finish == "step":
+                assert c.token_ids[-1] == policy_engine.step_token_id and c.text.endswith("\n")
+                assert c.text.count("\n") == 1
+            assert policy_engine.eos_token_id not in c.token_ids
+            assert c.logprob <= 0.0
+            # token ids are the source of truth: the text is their decoding
+            assert policy_engine.decode(prompt + list(c.token_ids)) == PROMPT + c.text
+
+
+async def test_usage_is_exact(policy_engine: VLLMPolicyEngine) -> None:
+    prompts = [policy_engine.encode(p.prompt()) for p in generate(4, 3, seed=9)]
+    generation = await policy_engine.rollout(prompts, 2, Sampling(seed=2), "t-usage")
+    rows = generation.continuations
+    expected_generated = sum(len(c.token_ids) + (c.finish == "end") for row in rows for c in row)
+    assert generation.usage.generated_tokens == expected_generated
+    assert generation.usage.prompt_tokens == 2 * sum(len(p) for p in prompts)
+    assert generation.usage.policy_calls == 6
+
+
+async def test_prefix_cache_hits_are_reported(policy_engine: VLLMPolicyEngine) -> None:
+    # 70 tokens: two full 32-token blocks can be served from the cache on the second call
+    prefix = policy_engine.encode(PROMPT + "13-7=6 [3 9 6]\n9-6=3 [3 3]\n3+3=6 [6]\n" * 2)
+    assert len(prefix) >= 64
+    await policy_engine.expand([prefix], 1, Sampling(seed=3), "t-cache-1")
+    again = await policy_engine.expand([prefix], 2, Sampling(seed=4), "t-cache-2")
+    assert again.usage.cached_prompt_tokens >= 2 * 64
+    assert again.usage.prefilled_prompt_tokens == again.usage.prompt_tokens - again.usage.cached_prompt_tokens
+
+
+async def test_same_seed_same_samples(policy_engine: VLLMPolicyEngine) -> None:
+    prompt = policy_engine.encode(PROMPT)
+    first = await policy_engine.rollout([prompt], 3, Sampling(seed=11), "t-seed-1")
+    second = await policy_engine.rollout([prompt], 3, Sampling(seed=11), "t-seed-2")
+    assert [c.text for c in first.continuations[0]] == [c.text for c in second.continuations[0]]
+
+
+async def test_greedy_with_many_samples_is_refused(policy_engine: VLLMPolicyEngine) -> None:
+    with pytest.raises(ValueError, match="n=1"):
+        await policy_engine.expand([policy_engine.encode(PROMPT)], 2, Sampling(temperature=0.0), "t-greedy")
+
+
+async def test_abort_stops_a_search_and_frees_the_engine(policy_engine: VLLMPolicyEngine) -> None:
+    prompt = policy_engine.encode(PROMPT)
+    # Unbounded-looking work: many long samples; abort it shortly after it starts.
+    sampling = Sampling(temperature=1.0, max_tokens=200, seed=5)
+    task = asyncio.create_task(policy_engine.rollout([prompt] * 8, 16, sampling, "t-abort"))
+    await asyncio.sleep(0.3)
+    await policy_engine.abort("t-abort")
+    generation = await asyncio.wait_for(task, timeout=30)
+    finishes = {c.finish for row in generation.continuations for c in row}
+    assert "abort" in finishes
+    assert policy_engine.engine.output_processor.get_num_unfinished_requests() == 0
+
+
+async def test_cancelling_the_caller_aborts_its_engine_requests(policy_engine: VLLMPolicyEngine) -> None:
+    prompt = policy_engine.encode(PROMPT)
+    task = asyncio.create_task(
+        policy_engine.rollout([prompt] * 8, 16, Sampling(max_tokens=200, seed=6), "t-cancel")
+    )
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.5)
+    assert policy_engine.engine.output_processor.get_num_unfinished_requests() == 0
+
+
+async def _candidates(policy_engine: VLLMPolicyEngine, count: int) -> list[Candidate]:
+    problems = generate(4, count, seed=21)
+    prompts = [policy_engine.encode(p.prompt()) for p in problems]
+    generation = await policy_engine.rollout(prompts, 2, Sampling(seed=8), "t-prm-samples")
+    return [
+        Candidate(tuple(prompt), tuple(split_steps_ids(c.token_ids, policy_engine.step_token_id)))
+        for prompt, row in zip(prompts, generation.continuations, strict=True)
+        for c in row
+        if c.token_ids
+    ]
+
+
+async def test_prm_gives_one_score_per_step(policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM) -> None:
+    candidates = await _candidates(policy_engine, 6)
+    scores = await prm_engine.score(candidates, "t-prm-shape")
+    assert [len(s) for s in scores.step_scores] == [len(c.steps) for c in candidates]
+    assert all(0.0 <= v <= 1.0 for row in scores.step_scores for v in row)
+    assert scores.usage.verifier_calls == len(candidates)
+    assert scores.usage.scored_tokens == sum(
+        len(c.prompt_ids) + sum(map(len, c.steps)) + len(c.steps) for c in candidates
+    )
+
+
+async def test_vllm_prm_agrees_with_transformers_reference(
+    policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
+) -> None:
+    """vLLM's 2-way softmax orientation is easy to get backwards: check P(good) against a forward pass."""
+    candidates = await _candidates(policy_engine, 10)
+    served = await prm_engine.score(candidates, "t-prm-agree")
+    reference = await TransformersPRM(DEFAULT_PRM).score(candidates, "t-prm-ref")
+    flat_served = [v for row in served.step_scores for v in row]
+    flat_reference = [v for row in reference.step_scores for v in row]
+    assert len(flat_served) == len(flat_reference) > 10
+    assert max(abs(a - b) for a, b in zip(flat_served, flat_reference, strict=True)) < 1e-3
+    assert max(flat_reference) - min(flat_reference) > 0.1, (
+        "a PRM that says the same everywhere tests nothing"
+    )
+
+
+def test_engines_report_healthy(policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM) -> None:
+    assert policy_engine.is_healthy and prm_engine.is_healthy

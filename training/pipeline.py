@@ -1,0 +1,137 @@
+"""`ponder train`: recipe in, checkpoints out.
+
+Stages, each resumable on its own with `--stages`:
+  policy    tokenizer + Llama config + behaviour cloning on solver traces   -> OUT/policy
+  prm_data  Math-Shepherd Monte-Carlo step labels with the policy on vLLM  -> OUT/prm_data.jsonl (TRL)
+  prm       PRM training from those labels (step tag + good/bad tokens)     -> OUT/prm
+  card      held-out metrics of both checkpoints on vLLM, written to their ponder_card.json
+
+The evaluation problems (`tasks.sets.eval_problems`) are excluded from every training set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+STAGES = ("policy", "prm_data", "prm", "card")
+RECIPES = Path(__file__).parent / "recipes"
+log = logging.getLogger("ponder.train")
+
+
+def load_recipe(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not path.exists():
+        path = RECIPES / f"{name_or_path}.toml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.toml")))
+        raise SystemExit(
+            f"unknown recipe {name_or_path!r}; known recipes: {known}, or a path to a .toml file"
+        )
+    with path.open("rb") as handle:
+        recipe = tomllib.load(handle)
+    recipe.setdefault("name", path.stem)
+    return recipe
+
+
+def tiers(table: dict[str, int]) -> dict[int, int]:
+    return {int(k): int(v) for k, v in table.items()}
+
+
+def stage_policy(recipe: dict[str, Any], out: Path) -> None:
+    import torch
+
+    from tasks.sets import eval_problems
+    from training.checkpoint import save_checkpoint
+    from training.loop import FitConfig, MetricsLog
+    from training.sft import train_policy
+    from training.tokenizer import build_tokenizer
+    from training.traces import build_traces
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    sft = recipe["sft"]
+    tokenizer = build_tokenizer()
+    traces = build_traces(
+        tiers(sft["problems_per_tier"]),
+        int(sft["solutions_per_problem"]),
+        int(recipe["seed"]),
+        eval_problems(),
+    )
+    fit_config = FitConfig(
+        steps=int(sft["steps"]),
+        batch_size=int(sft["batch_size"]),
+        lr=float(sft["lr"]),
+        warmup=int(sft["warmup"]),
+        seed=int(recipe["seed"]),
+    )
+    started = time.time()
+    model = train_policy(tokenizer, traces, recipe["policy"], fit_config, MetricsLog(out / "metrics.jsonl"))
+    card = {
+        "kind": "policy",
+        "recipe": recipe,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": round(time.time() - started, 1),
+        "traces": len(traces),
+    }
+    save_checkpoint(model, tokenizer, out / "policy", card)
+
+
+def stage_prm_data(recipe: dict[str, Any], out: Path) -> None:
+    from training.prm_data import label_steps
+
+    label_steps(recipe, out / "policy", out / "prm_data.jsonl")
+
+
+def stage_prm(recipe: dict[str, Any], out: Path) -> None:
+    from training.prm import train_prm
+
+    train_prm(recipe, out)
+
+
+def stage_card(recipe: dict[str, Any], out: Path) -> None:
+    from evaluation.foundation import card_metrics
+
+    card_metrics(recipe, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ponder train",
+        description="Train the policy and the PRM that Ponder serves, from a recipe (see training/recipes/).",
+    )
+    parser.add_argument("--recipe", default="micro", help="recipe name (default, micro) or a .toml path")
+    parser.add_argument("--out", type=Path, help="output directory (default: runs/<recipe name>)")
+    parser.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help=f"comma-separated subset of {','.join(STAGES)} (default: all, in order)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    recipe = load_recipe(args.recipe)
+    out: Path = args.out or Path("runs") / recipe["name"]
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stage(s) {', '.join(unknown)}; valid: {', '.join(STAGES)}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    runners = {"policy": stage_policy, "prm_data": stage_prm_data, "prm": stage_prm, "card": stage_card}
+    for stage in STAGES:
+        if stage in stages:
+            log.info("stage %s: recipe %s -> %s", stage, recipe["name"], out)
+            started = time.time()
+            runners[stage](recipe, out)
+            log.info("stage %s done in %.1f s", stage, time.time() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Math-Shepherd step labels: Monte-Carlo rollouts with the policy on vLLM.
+
+Contract: for sampled policy solutions of generated problems (never evaluation problems), each step
+prefix gets K rollouts to the end; soft label = share of rollouts the exact checker grades correct,
+hard label = any was. The complete solution's last step is labelled by the checker itself, and a step
+the step checker rejects is labelled 0 without rollouts (every rollout through it is wrong anyway).
+Written in TRL's stepwise format (`prompt`, `completions`, `labels`) plus `soft_labels`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from engines.base import PolicyEngine, Sampling
+from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
+from tasks.countdown import Problem, generate
+from tasks.sets import eval_problems
+from verifiers.countdown import check_solution, legal_prefix_state
+from verifiers.prm import split_steps_ids
+
+BATCH_PROBLEMS = 32
+
+
+@dataclass(frozen=True)
+class LabelledSolution:
+    problem: Problem
+    steps: list[str]
+    soft_labels: list[float]
+    correct: bool
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "prompt": self.problem.prompt(),
+            "completions": self.steps,
+            "labels": [s > 0 for s in self.soft_labels],
+            "soft_labels": self.soft_labels,
+            "correct": self.correct,
+            "tier": self.problem.tier,
+        }
+
+
+async def label_problems(
+    engine: PolicyEngine,
+    problems: Sequence[Problem],
+    samples: int,
+    rollouts: int,
+    sampling: Sampling,
+    request_id: str,
+) -> list[LabelledSolution]:
+    """Sample `samples` solutions per problem, then label every step prefix with `rollouts` rollouts."""
+    prompts = [engine.encode(p.prompt()) for p in problems]
+    drawn = await engine.rollout(prompts, samples, sampling, f"{request_id}-sample")
+    pending: list[tuple[int, list[int]]] = []  # (index into `solutions`, step index) needing rollouts
+    prefixes: list[list[int]] = []
+    solutions: list[tuple[Problem, list[tuple[int, ...]], list[float]]] = []
+    for problem, prompt, row in zip(problems, prompts, drawn.continuations, strict=True):
+        for sample in row:
+            steps = split_steps_ids(sample.token_ids, engine.step_token_id)
+            labels = [0.0] * len(steps)
+            index = len(solutions)
+            solutions.append((problem, steps, labels))
+            texts = [engine.decode(s) for s in steps]
+            for k in range(len(steps)):
+                if legal_prefix_state(problem, texts[: k + 1]) is None:
+                    break  # this step and all after it are labelled 0
+                if k == len(steps) - 1:
+                    labels[k] = float(check_solution(problem, "".join(texts)).correct)
+                else:
+                    pending.append((index, [k]))
+                    prefixes.append(prompt + [t for s in steps[: k + 1] for t in s])
+    if prefixes:
+        done = await engine.rollout(prefixes, rollouts, sampling, f"{request_id}-rollout")
+        for (index, (k,)), prefix_rollouts in zip(pending, done.continuations, strict=True):
+            problem, steps, labels = solutions[index]
+            head = "".join(engine.decode(s) for s in steps[: k + 1])
+            wins = sum(check_solution(problem, head + c.text).correct for c in prefix_rollouts)
+            labels[k] = wins / rollouts
+    results = []
+    for problem, steps, labels in solutions:
+        texts = [engine.decode(s) for s in steps]
+        correct = check_solution(problem, "".join(texts)).correct
+        results.append(LabelledSolution(problem, texts, labels, correct))
+    return results
+
+
+async def _label_all(
+    engine: PolicyEngine, problems: list[Problem], samples: int, rollouts: int, sampling: Sampling
+) -> list[LabelledSolution]:
+    labelled: list[LabelledSolution] = []
+    batches = range(0, len(problems), BATCH_PROBLEMS)
+    for n, start in enumerate(tqdm(batches, desc="prm labels", unit="batch")):
+        chunk = problems[start : start + BATCH_PROBLEMS]
+        seeded = Sampling(temperature=sampling.temperature, seed=(sampling.seed or 0) + n, logprobs=False)
+        labelled += await label_problems(engine, chunk, samples, rollouts, seeded, f"label-{n}")
+    return labelled
+
+
+def label_steps(recipe: dict[str, Any], policy_dir: Path, out_path: Path) -> None:
+    table = recipe["prm_data"]
+    held_out = eval_problems()
+    seed = int(recipe["seed"]) + 2000
+    problems = [
+        p
+        for tier, count in sorted(table["problems_per_tier"].items())
+        for p in generate(int(tier), int(count), seed)
+        if p not in held_out
+    ]
+    sampling = Sampling(temperature=float(table["temperature"]), seed=seed, logprobs=False)
+    engine = VLLMPolicyEngine.start(VLLMConfig(model=str(policy_dir), kv_cache_gib=2))
+    try:
+        labelled = asyncio.run(
+            _label_all(engine, problems, int(table["samples_per_problem"]), int(table["rollouts"]), sampling)
+        )
+    finally:
+        engine.shutdown()
+    with out_path.open("w") as handle:
+        for item in labelled:
+            handle.write(json.dumps(item.record()) + "\n")

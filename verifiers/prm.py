@@ -1,0 +1,59 @@
+"""The process reward model protocol and its input format, shared by training and serving.
+
+Contract: a PRM reads the prompt's token ids followed by each step's token ids, each step closed by the
+step-tag token, and returns one score in [0, 1] per step: the probability that the solution can still
+succeed after that step (Math-Shepherd's value-function reading). `prm_input_ids` is the one place that
+builds that sequence, so training, the vLLM adapter and the transformers reference all agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from engines.usage import Usage
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A (possibly partial) solution to score: prompt token ids and the token ids of each step."""
+
+    prompt_ids: tuple[int, ...]
+    steps: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class Scores:
+    step_scores: list[list[float]]  # [candidate][step]
+    usage: Usage
+
+
+def prm_input_ids(prompt_ids: Sequence[int], steps: Sequence[Sequence[int]], step_tag_id: int) -> list[int]:
+    ids = list(prompt_ids)
+    for step in steps:
+        ids.extend(step)
+        ids.append(step_tag_id)
+    return ids
+
+
+def split_steps_ids(token_ids: Sequence[int], delimiter_id: int) -> list[tuple[int, ...]]:
+    """Token ids of a completion cut after each delimiter (a trailing unfinished step is kept)."""
+    steps: list[tuple[int, ...]] = []
+    current: list[int] = []
+    for token in token_ids:
+        current.append(token)
+        if token == delimiter_id:
+            steps.append(tuple(current))
+            current = []
+    if current:
+        steps.append(tuple(current))
+    return steps
+
+
+class StepVerifier(Protocol):
+    """What searchers need from a PRM."""
+
+    async def score(self, candidates: Sequence[Candidate], request_id: str) -> Scores: ...
+
+    async def abort(self, request_id: str) -> None: ...

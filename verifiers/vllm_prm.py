@@ -1,0 +1,90 @@
+"""The PRM served by vLLM's pooling runner with STEP pooling (`AsyncLLM.encode`).
+
+Contract: `VLLMPRM.score` sends every candidate as one pooling request (all at once, so they batch) and
+returns P(good) at each step tag. vLLM's `from_2_way_softmax` returns 1 - P(first token), so the
+verdict tokens are passed as [bad, good]; tests check this against the transformers reference.
+Prefix caching stays off for the PRM: STEP pooling needs the hidden state of every step tag, and
+cached prefix tokens have none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from engines.usage import Usage
+from engines.vllm_engine import VLLMConfig, load_tokenizer, shutdown_engine
+from training.tokenizer import BAD, GOOD, STEP_TAG
+from verifiers.prm import Candidate, Scores, prm_input_ids
+
+log = logging.getLogger("ponder.prm")
+
+
+class VLLMPRM:
+    def __init__(self, engine: Any, step_tag_id: int) -> None:
+        self.engine = engine
+        self.step_tag_id = step_tag_id
+        self._ids = itertools.count()
+        self._inflight: dict[str, set[str]] = defaultdict(set)
+
+    @classmethod
+    def start(cls, config: VLLMConfig) -> VLLMPRM:
+        from vllm.config import PoolerConfig
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        step_tag_id = int(load_tokenizer(config.model).convert_tokens_to_ids(STEP_TAG))
+        args = config.engine_args(
+            runner="pooling",
+            convert="classify",
+            hf_overrides={
+                "classifier_from_token": [BAD, GOOD],
+                "method": "from_2_way_softmax",
+                "num_labels": 1,
+            },
+            pooler_config=PoolerConfig(
+                task="token_classify", tok_pooling_type="STEP", step_tag_id=step_tag_id
+            ),
+        )
+        args.enable_prefix_caching = False
+        log.info("starting vLLM PRM engine on %s", config.model)
+        return cls(AsyncLLM.from_engine_args(args), step_tag_id)
+
+    def shutdown(self) -> None:
+        shutdown_engine(self.engine)
+
+    @property
+    def is_healthy(self) -> bool:
+        return not self.engine.errored
+
+    async def score(self, candidates: Sequence[Candidate], request_id: str) -> Scores:
+        inputs = [prm_input_ids(c.prompt_ids, c.steps, self.step_tag_id) for c in candidates]
+        outputs = await asyncio.gather(*(self._request(ids, request_id) for ids in inputs))
+        scores = [[float(v) for v in output.outputs.data.flatten().tolist()] for output in outputs]
+        usage = Usage(scored_tokens=sum(len(ids) for ids in inputs), verifier_calls=len(inputs))
+        return Scores(scores, usage)
+
+    async def abort(self, request_id: str) -> None:
+        ids = list(self._inflight.pop(request_id, ()))
+        if ids:
+            await self.engine.abort(ids)
+
+    async def _request(self, ids: list[int], group: str) -> Any:
+        from vllm import PoolingParams, TokensPrompt
+
+        sub_id = f"{group}-prm-{next(self._ids)}"
+        self._inflight[group].add(sub_id)
+        final = None
+        try:
+            params = PoolingParams(task="token_classify", step_tag_id=self.step_tag_id)
+            async for output in self.engine.encode(TokensPrompt(prompt_token_ids=ids), params, sub_id):
+                final = output
+        finally:
+            self._inflight[group].discard(sub_id)
+            if not self._inflight[group]:
+                self._inflight.pop(group, None)
+        assert final is not None, "vLLM returned no pooling output"
+        return final
