@@ -9,13 +9,45 @@ Both return the usage of the call. `abort(request_id)` cancels every in-flight c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from engines.usage import Usage
 
 Finish = Literal["step", "end", "length", "abort"]
+T = TypeVar("T")
+
+
+class InvalidPrompt(ValueError):
+    """A prefix the engine cannot take (empty, too long for the model, unknown token ids)."""
+
+
+def validate_prefixes(prefixes: Sequence[Sequence[int]], max_len: int, vocab_size: int) -> None:
+    """Refuse a whole call before anything is submitted, so no request of it is left running."""
+    for index, prefix in enumerate(prefixes):
+        if not prefix:
+            raise InvalidPrompt(f"prefix {index} is empty")
+        if len(prefix) >= max_len:
+            raise InvalidPrompt(f"prefix {index} has {len(prefix)} tokens; the model's context is {max_len}")
+        if min(prefix) < 0 or max(prefix) >= vocab_size:
+            raise InvalidPrompt(
+                f"prefix {index} holds token ids outside the vocabulary (0..{vocab_size - 1})"
+            )
+
+
+async def gather_or_cancel(calls: Sequence[Awaitable[T]]) -> list[T]:
+    """Like asyncio.gather, but when one call fails the others are cancelled (their engine requests
+    aborted) instead of running on unobserved."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ Steps stop on the step delimiter's token id; usage comes from vLLM's own counts 
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engines.base import Continuation, Finish, Generation, Sampling
+from engines.base import Continuation, Finish, Generation, Sampling, gather_or_cancel, validate_prefixes
 from engines.usage import Usage
 
 log = logging.getLogger("ponder.engine")
@@ -82,6 +81,8 @@ class VLLMPolicyEngine:
         self.eos_token_id: int = tokenizer.eos_token_id
         self.bos_token_id: int = tokenizer.bos_token_id
         self.step_token_id: int = tokenizer.convert_tokens_to_ids(step_delimiter)
+        self.max_model_len: int = engine.model_config.max_model_len
+        self.vocab_size = len(tokenizer)
         self._ids = itertools.count()
         self._inflight: dict[str, set[str]] = defaultdict(set)
 
@@ -137,6 +138,7 @@ class VLLMPolicyEngine:
     ) -> Generation:
         if sampling.temperature == 0 and n > 1:
             raise ValueError("greedy decoding (temperature 0) gives one sample per prefix; ask for n=1")
+        validate_prefixes(prefixes, self.max_model_len, self.vocab_size)
         # One vLLM request per sample (vLLM fans n out the same way internally), so that every sample's
         # prefix-cache hit is reported exactly; all are submitted at once and batch together.
         calls = [
@@ -144,7 +146,7 @@ class VLLMPolicyEngine:
             for index, prefix in enumerate(prefixes)
             for j in range(n)
         ]
-        outputs = await asyncio.gather(*calls)
+        outputs = await gather_or_cancel(calls)
         usage = Usage()
         continuations: list[list[Continuation]] = [[] for _ in prefixes]
         for k, output in enumerate(outputs):

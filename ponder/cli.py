@@ -54,6 +54,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from evaluation.foundation import foundation_results
 
     report = foundation_results(args.models, args.out, args.problems, args.samples, args.label_rollouts)
+    if args.write_cards:
+        from training.checkpoint import update_card
+
+        for name in ("policy", "prm"):
+            update_card(args.models / name, metrics=report)
     print(
         json.dumps(
             {k: v for k, v in report.items() if k in ("3", "4", "5", "engine_generated_tokens_per_s")},
@@ -99,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--problems", type=int, default=300, help="held-out problems per tier (max 300)")
     ev.add_argument("--samples", type=int, default=16, help="sampled solutions per problem (pass@k's k)")
     ev.add_argument("--label-rollouts", type=int, default=8, help="rollouts per step for the step labels")
+    ev.add_argument("--write-cards", action="store_true", help="also record them in both cards")
     ev.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser("bench", help="raw policy-engine throughput (the reference for the search layer)")

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from engines.base import Sampling
+from engines.base import InvalidPrompt, Sampling
 from engines.vllm_engine import VLLMPolicyEngine
 from ponder.defaults import DEFAULT_PRM
 from tasks.countdown import generate
@@ -134,3 +134,31 @@ async def test_vllm_prm_agrees_with_transformers_reference(
 
 def test_engines_report_healthy(policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM) -> None:
     assert policy_engine.is_healthy and prm_engine.is_healthy
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ([], "empty"),
+        ([1] + [5] * 400, "context"),
+        ([1, 10**6], "vocabulary"),
+        ([1, -3], "vocabulary"),
+    ],
+)
+async def test_bad_prefixes_are_refused_before_anything_runs(
+    policy_engine: VLLMPolicyEngine, prefix: list[int], message: str
+) -> None:
+    good = policy_engine.encode(PROMPT)
+    with pytest.raises(InvalidPrompt, match=message):
+        await policy_engine.expand([good, prefix], 2, Sampling(seed=0), "t-bad")
+    assert policy_engine.engine.output_processor.get_num_unfinished_requests() == 0
+    assert policy_engine.is_healthy
+    again = await policy_engine.expand([good], 1, Sampling(seed=0), "t-after-bad")
+    assert again.continuations[0][0].token_ids
+
+
+async def test_prm_refuses_a_candidate_longer_than_its_context(prm_engine: VLLMPRM) -> None:
+    candidate = Candidate((1,), tuple((7,) * 10 for _ in range(40)))
+    with pytest.raises(InvalidPrompt, match="context"):
+        await prm_engine.score([candidate], "t-prm-long")
+    assert prm_engine.is_healthy

@@ -40,3 +40,4 @@ def test_micro_recipe_produces_checkpoints_vllm_serves(tmp_path: Path) -> None:
     assert all(len(r["labels"]) == len(r["completions"]) for r in records)
     stages = {json.loads(line).get("stage") for line in (out / "metrics.jsonl").read_text().splitlines()}
     assert {"policy_sft", "prm"} <= stages
+    assert (out / "training.png").stat().st_size > 1000

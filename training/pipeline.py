@@ -130,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             started = time.time()
             runners[stage](recipe, out)
             log.info("stage %s done in %.1f s", stage, time.time() - started)
+    from training.plots import plot_training
+
+    plot = plot_training(out)
+    if plot:
+        log.info("training curves: %s", plot)
     return 0
 
 

@@ -9,13 +9,13 @@ cached prefix tokens have none.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from engines.base import gather_or_cancel, validate_prefixes
 from engines.usage import Usage
 from engines.vllm_engine import VLLMConfig, load_tokenizer, shutdown_engine
 from training.tokenizer import BAD, GOOD, STEP_TAG
@@ -28,6 +28,8 @@ class VLLMPRM:
     def __init__(self, engine: Any, step_tag_id: int) -> None:
         self.engine = engine
         self.step_tag_id = step_tag_id
+        self.max_model_len: int = engine.model_config.max_model_len
+        self.vocab_size: int = engine.model_config.get_vocab_size()
         self._ids = itertools.count()
         self._inflight: dict[str, set[str]] = defaultdict(set)
 
@@ -62,7 +64,10 @@ class VLLMPRM:
 
     async def score(self, candidates: Sequence[Candidate], request_id: str) -> Scores:
         inputs = [prm_input_ids(c.prompt_ids, c.steps, self.step_tag_id) for c in candidates]
-        outputs = await asyncio.gather(*(self._request(ids, request_id) for ids in inputs))
+        validate_prefixes(
+            inputs, self.max_model_len + 1, self.vocab_size
+        )  # a pooled prompt may fill the context
+        outputs = await gather_or_cancel([self._request(ids, request_id) for ids in inputs])
         scores = [[float(v) for v in output.outputs.data.flatten().tolist()] for output in outputs]
         usage = Usage(scored_tokens=sum(len(ids) for ids in inputs), verifier_calls=len(inputs))
         return Scores(scores, usage)
