@@ -205,6 +205,42 @@ def card_metrics(recipe: dict[str, Any], out: Path) -> None:
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
+def foundation_markdown(report: dict[str, Any]) -> str:
+    """The report as the README's table: one row per tier."""
+    tiers = sorted(k for k in report if k.isdigit())
+    pass_key = next((k for k in report[tiers[0]] if k.startswith("pass_at_")), "pass_at_16") if tiers else ""
+    lines = [
+        "| tier | problems | greedy accuracy (95% CI) | sampled accuracy (T=1) "
+        f"| {pass_key.replace('_at_', '@')} | PRM AUROC, final | PRM AUROC, steps |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    def num(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    for tier in tiers:
+        row = report[tier]
+        low, high = row["greedy_ci"]
+        lines.append(
+            f"| {tier} numbers | {row['n_problems']} "
+            f"| {pct(row['greedy_accuracy'])} ({pct(low)}-{pct(high)}) "
+            f"| {pct(row['sampled_accuracy'])} | {pct(row.get(pass_key))} | {num(row['prm_auroc_final'])} "
+            f"| {num(row['prm_auroc_steps'])} |"
+        )
+    if "engine_generated_tokens_per_s" in report:
+        bench = report["engine_benchmark"]
+        lines.append("")
+        lines.append(
+            "Raw policy engine throughput: "
+            f"**{report['engine_generated_tokens_per_s']:.0f} generated tokens/s** "
+            f"({bench['prompts']} prompts x n={bench['n']}, median of {bench['repeats']})."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def foundation_results(
     models: Path, out: Path, problems_per_tier: int, samples: int, label_rollouts: int
 ) -> dict[str, Any]:
@@ -223,4 +259,5 @@ def foundation_results(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(foundation_markdown(report))
     return report
