@@ -4,12 +4,20 @@ Contract: `train_prm` reads OUT/prm_data.jsonl (TRL stepwise format with soft la
 policy's weights (or fresh, per the recipe), and fits binary cross-entropy between
 sigmoid(logit[good] - logit[bad]) at each tag and the step's soft label, i.e. a value function of the
 policy that produced the labels. Saves OUT/prm as a checkpoint vLLM's pooling runner serves.
+
+Optionally (`synthetic_problems_per_tier`) it adds exactly-labelled verification data: solver solutions
+(last step 1: the solution has succeeded) and copies with one step's operand or result corrupted (that
+step and every later one 0: no continuation can succeed). Steps whose value under the policy is not
+known exactly carry no label (None) and no loss. Every added label is the true value, so the PRM stays a
+value function; the data teaches it to check arithmetic, which the policy's failures are mostly about.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +25,13 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, LlamaForCausalLM
 
+from tasks.countdown import Problem, Step, generate, reference_solution
+from tasks.sets import eval_problems
 from training.checkpoint import llama_config, save_checkpoint
 from training.loop import IGNORE, Example, FitConfig, LossFn, MetricsLog, fit
 from training.sft import encode_prompt
 from training.tokenizer import BAD, GOOD, STEP_TAG
+from verifiers.countdown import legal_prefix_state
 from verifiers.hf_prm import verdict_logits
 from verifiers.prm import prm_input_ids
 
@@ -29,8 +40,53 @@ def prm_example(tokenizer: Any, record: dict[str, Any], tag_id: int) -> Example:
     steps = [tokenizer.encode(text, add_special_tokens=False) for text in record["completions"]]
     ids = prm_input_ids(encode_prompt(tokenizer, record["prompt"]), steps, tag_id)
     labels = iter(record["soft_labels"])
-    targets = [float(next(labels)) if token == tag_id else float(IGNORE) for token in ids]
+    targets = [float(IGNORE) for _ in ids]
+    for position, token in enumerate(ids):
+        if token == tag_id:
+            label = next(labels)
+            targets[position] = float(IGNORE) if label is None else float(label)
     return Example(ids, targets)
+
+
+def corrupt(step: Step, rng: random.Random) -> Step:
+    """The same step with its result or one operand off by one or two: almost always an illegal step
+    (the caller keeps only those the step checker rejects)."""
+
+    def off(value: int) -> int:
+        delta = rng.choice([-2, -1, 1, 2])
+        return value + delta if value + delta >= 0 else value - delta
+
+    part = rng.choice(["result", "left", "right"])
+    if part == "result":
+        wrong = off(step.result)
+        return Step(step.left, step.op, step.right, wrong, (*step.remaining[:-1], wrong))
+    if part == "left":
+        return replace(step, left=off(step.left))
+    return replace(step, right=off(step.right))
+
+
+def synthetic_records(
+    problems_per_tier: dict[int, int], seed: int, exclude: set[Problem]
+) -> list[dict[str, Any]]:
+    """Exactly-labelled solver solutions and corrupted copies (see the module docstring)."""
+    rng = random.Random(seed)
+    records: list[dict[str, Any]] = []
+    for tier, count in sorted(problems_per_tier.items()):
+        for problem in generate(tier, count, seed):
+            if problem in exclude:
+                continue
+            steps = reference_solution(problem, rng)
+            texts = [s.text() for s in steps]
+            records.append(_record(problem, texts, [None] * (len(steps) - 1) + [1.0]))
+            k = rng.randrange(len(steps))
+            bad = [*texts[:k], corrupt(steps[k], rng).text(), *texts[k + 1 :]]
+            if legal_prefix_state(problem, bad[: k + 1]) is None:  # corruption made the step illegal
+                records.append(_record(problem, bad, [None] * k + [0.0] * (len(steps) - k)))
+    return records
+
+
+def _record(problem: Problem, steps: list[str], labels: list[float | None]) -> dict[str, Any]:
+    return {"prompt": problem.prompt(), "completions": steps, "soft_labels": labels, "tier": problem.tier}
 
 
 def verdict_loss(good_id: int, bad_id: int) -> LossFn:
@@ -53,7 +109,12 @@ def train_prm(recipe: dict[str, Any], out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(out / "policy"))
     tag_id, good_id, bad_id = (int(tokenizer.convert_tokens_to_ids(t)) for t in (STEP_TAG, GOOD, BAD))
     records = [r for r in read_records(out / "prm_data.jsonl") if r["completions"]]
-    examples = [prm_example(tokenizer, r, tag_id) for r in records]
+    synthetic = synthetic_records(
+        {int(k): int(v) for k, v in table.get("synthetic_problems_per_tier", {}).items()},
+        int(recipe["seed"]) + 3000,
+        eval_problems(),
+    )
+    examples = [prm_example(tokenizer, r, tag_id) for r in records + synthetic]
     torch.manual_seed(int(recipe["seed"]))
     if table.get("init", "policy") == "policy":
         model = LlamaForCausalLM.from_pretrained(str(out / "policy"), dtype=torch.float32)
@@ -81,6 +142,7 @@ def train_prm(recipe: dict[str, Any], out: Path) -> None:
         "verdict_tokens": {"good": GOOD, "bad": BAD},
         "train_seconds": round(time.time() - started, 1),
         "train_loss": round(final_loss, 5),
-        "labelled_sequences": len(examples),
+        "labelled_sequences": len(records),
+        "synthetic_sequences": len(synthetic),
     }
     save_checkpoint(model, tokenizer, out / "prm", card)
