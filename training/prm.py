@@ -9,7 +9,9 @@ Optionally (`synthetic_problems_per_tier`) it adds exactly-labelled verification
 (last step 1: the solution has succeeded) and copies with one step's operand or result corrupted (that
 step and every later one 0: no continuation can succeed). Steps whose value under the policy is not
 known exactly carry no label (None) and no loss. Every added label is the true value, so the PRM stays a
-value function; the data teaches it to check arithmetic, which the policy's failures are mostly about.
+value function. Measured on the default models (1,000 PRM steps, 10,000 synthetic problems): it made the
+held-out 4-number AUROC worse (final 0.719 -> 0.679, steps 0.754 -> 0.571), so the default recipe leaves
+it off; the micro recipe keeps the code path tested.
 """
 
 from __future__ import annotations
