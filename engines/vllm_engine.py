@@ -8,16 +8,15 @@ Steps stop on the step delimiter's token id; usage comes from vLLM's own counts 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engines.base import Continuation, Finish, Generation, Sampling, gather_or_cancel, validate_prefixes
+from engines.inflight import InflightRequests
 from engines.usage import Usage
 
 log = logging.getLogger("ponder.engine")
@@ -83,8 +82,7 @@ class VLLMPolicyEngine:
         self.step_token_id: int = tokenizer.convert_tokens_to_ids(step_delimiter)
         self.max_model_len: int = engine.model_config.max_model_len
         self.vocab_size = len(tokenizer)
-        self._ids = itertools.count()
-        self._inflight: dict[str, set[str]] = defaultdict(set)
+        self.inflight = InflightRequests("policy")
 
     @classmethod
     def start(cls, config: VLLMConfig) -> VLLMPolicyEngine:
@@ -124,7 +122,7 @@ class VLLMPolicyEngine:
         return await self._generate(prefixes, n, sampling, request_id, until_step=False)
 
     async def abort(self, request_id: str) -> None:
-        ids = list(self._inflight.pop(request_id, ()))
+        ids = self.inflight.take(request_id)
         if ids:
             await self.engine.abort(ids)
 
@@ -178,18 +176,12 @@ class VLLMPolicyEngine:
     async def _request(self, prefix: Sequence[int], params: Any, group: str) -> Any:
         from vllm import TokensPrompt
 
-        sub_id = f"{group}-{next(self._ids)}"
-        self._inflight[group].add(sub_id)
         final = None
-        try:
+        with self.inflight.track(group) as request_id:
             async for output in self.engine.generate(
-                TokensPrompt(prompt_token_ids=list(prefix)), params, sub_id
+                TokensPrompt(prompt_token_ids=list(prefix)), params, request_id
             ):
                 final = output
-        finally:
-            self._inflight[group].discard(sub_id)
-            if not self._inflight[group]:
-                self._inflight.pop(group, None)
         assert final is not None, "vLLM returned no output"
         return final
 

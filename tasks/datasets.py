@@ -18,11 +18,14 @@ Contract:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from tasks.countdown import Problem, parse_prompt
+
+T = TypeVar("T")
 
 KINDS: Final = ("countdown", "math")
 _KEYS: Final = ("id", "prompt", "answer", "tier", "kind")
@@ -55,18 +58,27 @@ def _task_from_json(record: Any) -> Task:
     return Task(record["id"], record["prompt"], record["answer"], tier, record["kind"])
 
 
-def read_tasks(path: str | Path) -> list[Task]:
-    """Every task in the JSONL file at `path`, in order."""
-    tasks: list[Task] = []
+def read_jsonl(path: str | Path, convert: Callable[[int, dict[str, Any]], T]) -> list[T]:
+    """`convert(line_number, object)` for every non-blank line of a JSONL file; any ValueError (bad JSON,
+    not an object, or raised by `convert`) comes back naming the file and the line."""
+    results: list[T] = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                tasks.append(_task_from_json(json.loads(line)))
-            except ValueError as error:  # json.JSONDecodeError is a ValueError too
+                record = json.loads(line)  # json.JSONDecodeError is a ValueError too
+                if not isinstance(record, dict):
+                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+                results.append(convert(number, record))
+            except ValueError as error:
                 raise ValueError(f"{path}, line {number}: {error}") from error
-    return tasks
+    return results
+
+
+def read_tasks(path: str | Path) -> list[Task]:
+    """Every task in the JSONL file at `path`, in order."""
+    return read_jsonl(path, lambda _, record: _task_from_json(record))
 
 
 def write_tasks(path: str | Path, tasks: list[Task]) -> None:
@@ -130,30 +142,20 @@ def _level(value: Any) -> int | None:
 
 def load_math_jsonl(path: str | Path) -> list[Task]:
     """GSM8K / MATH-500-style JSONL as `math` tasks (ids from `id` / `unique_id`, else `<stem>-<line>`)."""
-    path = Path(path)
-    tasks: list[Task] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-                question = record.get("question", record.get("problem"))
-                answer = record.get("answer", record.get("solution"))
-                if not isinstance(question, str) or not isinstance(answer, str):
-                    raise ValueError("needs string 'question' (or 'problem') and 'answer' (or 'solution')")
-            except ValueError as error:
-                raise ValueError(f"{path}, line {number}: {error}") from error
-            task_id = record.get("id", record.get("unique_id"))
-            tasks.append(
-                Task(
-                    id=str(task_id) if task_id is not None else f"{path.stem}-{number:04d}",
-                    prompt=question,
-                    answer=math_reference_answer(answer),
-                    tier=_level(record.get("level")),
-                    kind="math",
-                )
-            )
-    return tasks
+    stem = Path(path).stem
+
+    def math_task(number: int, record: dict[str, Any]) -> Task:
+        question = record.get("question", record.get("problem"))
+        answer = record.get("answer", record.get("solution"))
+        if not isinstance(question, str) or not isinstance(answer, str):
+            raise ValueError("needs string 'question' (or 'problem') and 'answer' (or 'solution')")
+        task_id = record.get("id", record.get("unique_id"))
+        return Task(
+            id=str(task_id) if task_id is not None else f"{stem}-{number:04d}",
+            prompt=question,
+            answer=math_reference_answer(answer),
+            tier=_level(record.get("level")),
+            kind="math",
+        )
+
+    return read_jsonl(path, math_task)

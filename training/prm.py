@@ -16,7 +16,6 @@ it off; the micro recipe keeps the code path tested.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import replace
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from tasks.countdown import Problem, Step, generate, reference_solution
+from tasks.datasets import read_jsonl
 from tasks.sets import eval_problems
 from training.checkpoint import llama_config, save_checkpoint
 from training.loop import IGNORE, Example, FitConfig, LossFn, MetricsLog, fit
@@ -103,7 +103,7 @@ def verdict_loss(good_id: int, bad_id: int) -> LossFn:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path, lambda _, record: record)
 
 
 def train_prm(recipe: dict[str, Any], out: Path) -> None:

@@ -9,13 +9,12 @@ cached prefix tokens have none.
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from engines.base import gather_or_cancel, validate_prefixes
+from engines.inflight import InflightRequests
 from engines.usage import Usage
 from engines.vllm_engine import VLLMConfig, load_tokenizer, shutdown_engine
 from training.tokenizer import BAD, GOOD, STEP_TAG
@@ -30,8 +29,7 @@ class VLLMPRM:
         self.step_tag_id = step_tag_id
         self.max_model_len: int = engine.model_config.max_model_len
         self.vocab_size: int = engine.model_config.get_vocab_size()
-        self._ids = itertools.count()
-        self._inflight: dict[str, set[str]] = defaultdict(set)
+        self.inflight = InflightRequests("prm")
 
     @classmethod
     def start(cls, config: VLLMConfig) -> VLLMPRM:
@@ -73,23 +71,17 @@ class VLLMPRM:
         return Scores(scores, usage)
 
     async def abort(self, request_id: str) -> None:
-        ids = list(self._inflight.pop(request_id, ()))
+        ids = self.inflight.take(request_id)
         if ids:
             await self.engine.abort(ids)
 
     async def _request(self, ids: list[int], group: str) -> Any:
         from vllm import PoolingParams, TokensPrompt
 
-        sub_id = f"{group}-prm-{next(self._ids)}"
-        self._inflight[group].add(sub_id)
+        params = PoolingParams(task="token_classify", step_tag_id=self.step_tag_id)
         final = None
-        try:
-            params = PoolingParams(task="token_classify", step_tag_id=self.step_tag_id)
-            async for output in self.engine.encode(TokensPrompt(prompt_token_ids=ids), params, sub_id):
+        with self.inflight.track(group) as request_id:
+            async for output in self.engine.encode(TokensPrompt(prompt_token_ids=ids), params, request_id):
                 final = output
-        finally:
-            self._inflight[group].discard(sub_id)
-            if not self._inflight[group]:
-                self._inflight.pop(group, None)
         assert final is not None, "vLLM returned no pooling output"
         return final
