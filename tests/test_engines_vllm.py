@@ -162,3 +162,8 @@ async def test_prm_refuses_a_candidate_longer_than_its_context(prm_engine: VLLMP
     with pytest.raises(InvalidPrompt, match="context"):
         await prm_engine.score([candidate], "t-prm-long")
     assert prm_engine.is_healthy
+
+
+def test_chat_rendering_gives_the_training_prompt_ids(policy_engine: VLLMPolicyEngine) -> None:
+    messages = [{"role": "user", "content": "3 7 9 13 -> 24"}]
+    assert policy_engine.render_chat(messages) == policy_engine.encode(PROMPT)
