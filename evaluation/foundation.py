@@ -25,7 +25,7 @@ from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
 from tasks.countdown import Problem
 from tasks.datasets import countdown_problem
 from tasks.sets import load_eval_set
-from training.checkpoint import update_card
+from training.checkpoint import record_metrics
 from training.prm_data import label_problems
 from verifiers.aggregate import aggregate
 from verifiers.countdown import check_solution
@@ -200,8 +200,7 @@ def card_metrics(recipe: dict[str, Any], out: Path) -> None:
         )
     finally:
         pair.shutdown()
-    update_card(out / "policy", metrics=report)
-    update_card(out / "prm", metrics=report)
+    record_metrics(out, report)
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
 
 

@@ -55,10 +55,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     report = foundation_results(args.models, args.out, args.problems, args.samples, args.label_rollouts)
     if args.write_cards:
-        from training.checkpoint import update_card
+        from training.checkpoint import record_metrics
 
-        for name in ("policy", "prm"):
-            update_card(args.models / name, metrics=report)
+        record_metrics(args.models, report)
     print(
         json.dumps(
             {k: v for k, v in report.items() if k in ("3", "4", "5", "engine_generated_tokens_per_s")},

@@ -66,3 +66,9 @@ def update_card(directory: Path, **fields: Any) -> None:
     card = read_card(directory)
     card.update(fields)
     write_card(directory, card)
+
+
+def record_metrics(models: Path, metrics: dict[str, Any]) -> None:
+    """Held-out metrics of a policy/PRM pair, written into both of their cards."""
+    for name in ("policy", "prm"):
+        update_card(models / name, metrics=metrics)

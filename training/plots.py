@@ -6,9 +6,10 @@ no loss yet. Uses matplotlib's file-only backend, so it works on headless machin
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
+
+from tasks.datasets import read_jsonl
 
 
 def plot_training(out: Path) -> Path | None:
@@ -23,8 +24,7 @@ def plot_training(out: Path) -> Path | None:
     log = out / "metrics.jsonl"
     if not log.exists():
         return None
-    for line in log.read_text().splitlines():
-        record = json.loads(line)
+    for record in read_jsonl(log, lambda _, record: record):
         if "loss" in record and "step" in record:
             curves[record["stage"]].append((record["step"], record["loss"]))
     if not curves:

@@ -57,37 +57,31 @@ async def label_problems(
     """Sample `samples` solutions per problem, then label every step prefix with `rollouts` rollouts."""
     prompts = [engine.encode(p.prompt()) for p in problems]
     drawn = await engine.rollout(prompts, samples, sampling, f"{request_id}-sample")
-    pending: list[tuple[int, list[int]]] = []  # (index into `solutions`, step index) needing rollouts
+    pending: list[tuple[LabelledSolution, int]] = []  # (solution, step index) still needing rollouts
     prefixes: list[list[int]] = []
-    solutions: list[tuple[Problem, list[tuple[int, ...]], list[float]]] = []
+    solutions: list[LabelledSolution] = []
     for problem, prompt, row in zip(problems, prompts, drawn.continuations, strict=True):
         for sample in row:
             steps = split_steps_ids(sample.token_ids, engine.step_token_id)
-            labels = [0.0] * len(steps)
-            index = len(solutions)
-            solutions.append((problem, steps, labels))
             texts = [engine.decode(s) for s in steps]
+            correct = check_solution(problem, "".join(texts)).correct
+            solution = LabelledSolution(problem, texts, [0.0] * len(steps), correct)
+            solutions.append(solution)
             for k in range(len(steps)):
                 if legal_prefix_state(problem, texts[: k + 1]) is None:
                     break  # this step and all after it are labelled 0
                 if k == len(steps) - 1:
-                    labels[k] = float(check_solution(problem, "".join(texts)).correct)
+                    solution.soft_labels[k] = float(correct)
                 else:
-                    pending.append((index, [k]))
+                    pending.append((solution, k))
                     prefixes.append(prompt + [t for s in steps[: k + 1] for t in s])
     if prefixes:
         done = await engine.rollout(prefixes, rollouts, sampling, f"{request_id}-rollout")
-        for (index, (k,)), prefix_rollouts in zip(pending, done.continuations, strict=True):
-            problem, steps, labels = solutions[index]
-            head = "".join(engine.decode(s) for s in steps[: k + 1])
-            wins = sum(check_solution(problem, head + c.text).correct for c in prefix_rollouts)
-            labels[k] = wins / rollouts
-    results = []
-    for problem, steps, labels in solutions:
-        texts = [engine.decode(s) for s in steps]
-        correct = check_solution(problem, "".join(texts)).correct
-        results.append(LabelledSolution(problem, texts, labels, correct))
-    return results
+        for (solution, k), prefix_rollouts in zip(pending, done.continuations, strict=True):
+            head = "".join(solution.steps[: k + 1])
+            wins = sum(check_solution(solution.problem, head + c.text).correct for c in prefix_rollouts)
+            solution.soft_labels[k] = wins / rollouts
+    return solutions
 
 
 async def _label_all(

@@ -62,9 +62,8 @@ class VLLMPRM:
 
     async def score(self, candidates: Sequence[Candidate], request_id: str) -> Scores:
         inputs = [prm_input_ids(c.prompt_ids, c.steps, self.step_tag_id) for c in candidates]
-        validate_prefixes(
-            inputs, self.max_model_len + 1, self.vocab_size
-        )  # a pooled prompt may fill the context
+        # A pooled prompt may fill the whole context: nothing is generated after it.
+        validate_prefixes(inputs, self.max_model_len + 1, self.vocab_size)
         outputs = await gather_or_cancel([self._request(ids, request_id) for ids in inputs])
         scores = [[float(v) for v in output.outputs.data.flatten().tolist()] for output in outputs]
         usage = Usage(scored_tokens=sum(len(ids) for ids in inputs), verifier_calls=len(inputs))
