@@ -3,6 +3,7 @@
 Stages, each resumable on its own with `--stages`:
   policy    tokenizer + Llama config + behaviour cloning on solver traces   -> OUT/policy
   prm_data  Math-Shepherd Monte-Carlo step labels with the policy on vLLM  -> OUT/prm_data.jsonl (TRL)
+            (+ exact-only labels of more policy samples, if the recipe asks)    -> OUT/prm_data_exact.jsonl
   prm       PRM training from those labels (step tag + good/bad tokens)     -> OUT/prm
   card      held-out metrics of both checkpoints on vLLM, written to their ponder_card.json
 
@@ -86,7 +87,7 @@ def stage_policy(recipe: dict[str, Any], out: Path) -> None:
 def stage_prm_data(recipe: dict[str, Any], out: Path) -> None:
     from training.prm_data import label_steps
 
-    label_steps(recipe, out / "policy", out / "prm_data.jsonl")
+    label_steps(recipe, out / "policy", out)
 
 
 def stage_prm(recipe: dict[str, Any], out: Path) -> None:

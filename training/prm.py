@@ -1,6 +1,7 @@
 """PRM training, Math-Shepherd style: after each step a step tag; at the tag the model says good or bad.
 
-Contract: `train_prm` reads OUT/prm_data.jsonl (TRL stepwise format with soft labels), starts from the
+Contract: `train_prm` reads OUT/prm_data.jsonl (TRL stepwise format with soft labels) and, if present,
+OUT/prm_data_exact.jsonl (the same with None where a label is unknown: no loss), starts from the
 policy's weights (or fresh, per the recipe), and fits binary cross-entropy between
 sigmoid(logit[good] - logit[bad]) at each tag and the step's soft label, i.e. a value function of the
 policy that produced the labels. Saves OUT/prm as a checkpoint vLLM's pooling runner serves.
@@ -111,6 +112,9 @@ def train_prm(recipe: dict[str, Any], out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(out / "policy"))
     tag_id, good_id, bad_id = (int(tokenizer.convert_tokens_to_ids(t)) for t in (STEP_TAG, GOOD, BAD))
     records = [r for r in read_records(out / "prm_data.jsonl") if r["completions"]]
+    exact_path = out / "prm_data_exact.jsonl"
+    if exact_path.exists() and table.get("use_exact_data", True):
+        records += [r for r in read_records(exact_path) if r["completions"]]
     synthetic = synthetic_records(
         {int(k): int(v) for k, v in table.get("synthetic_problems_per_tier", {}).items()},
         int(recipe["seed"]) + 3000,

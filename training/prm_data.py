@@ -2,9 +2,14 @@
 
 Contract: for sampled policy solutions of generated problems (never evaluation problems), each step
 prefix gets K rollouts to the end; soft label = share of rollouts the exact checker grades correct,
-hard label = any was. The complete solution's last step is labelled by the checker itself, and a step
-the step checker rejects is labelled 0 without rollouts (every rollout through it is wrong anyway).
+hard label = any was. Rollouts are spent only where the value is unknown: the complete solution's last
+step is labelled by the checker itself, and a step the step checker rejects, or after which the exact
+solver finds no solution, is labelled 0 without rollouts (every rollout through it is wrong anyway).
 Written in TRL's stepwise format (`prompt`, `completions`, `labels`) plus `soft_labels`.
+
+With `rollouts=0` only those exactly known labels are given, and the other steps' labels are None (no
+loss): cheap on-distribution data, many times more solutions for the same compute, that teaches the PRM
+the policy's own mistakes (the recipe's `exact_problems_per_tier`, written to `prm_data_exact.jsonl`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,7 @@ from tqdm import tqdm
 
 from engines.base import PolicyEngine, Sampling
 from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
-from tasks.countdown import Problem, generate
+from tasks.countdown import Problem, SolutionCounter, generate
 from tasks.sets import eval_problems
 from verifiers.countdown import check_solution, legal_prefix_state
 from verifiers.prm import split_steps_ids
@@ -32,14 +37,14 @@ BATCH_PROBLEMS = 32
 class LabelledSolution:
     problem: Problem
     steps: list[str]
-    soft_labels: list[float]
+    soft_labels: list[float | None]
     correct: bool
 
     def record(self) -> dict[str, Any]:
         return {
             "prompt": self.problem.prompt(),
             "completions": self.steps,
-            "labels": [s > 0 for s in self.soft_labels],
+            "labels": [None if s is None else s > 0 for s in self.soft_labels],
             "soft_labels": self.soft_labels,
             "correct": self.correct,
             "tier": self.problem.tier,
@@ -54,8 +59,10 @@ async def label_problems(
     sampling: Sampling,
     request_id: str,
 ) -> list[LabelledSolution]:
-    """Sample `samples` solutions per problem, then label every step prefix with `rollouts` rollouts."""
+    """Sample `samples` solutions per problem, then label every step prefix with `rollouts` rollouts
+    (or leave it None when `rollouts` is 0) unless its value is known exactly."""
     prompts = [engine.encode(p.prompt()) for p in problems]
+    counters = {p: SolutionCounter(p.target) for p in problems}
     drawn = await engine.rollout(prompts, samples, sampling, f"{request_id}-sample")
     pending: list[tuple[LabelledSolution, int]] = []  # (solution, step index) still needing rollouts
     prefixes: list[list[int]] = []
@@ -68,10 +75,15 @@ async def label_problems(
             solution = LabelledSolution(problem, texts, [0.0] * len(steps), correct)
             solutions.append(solution)
             for k in range(len(steps)):
-                if legal_prefix_state(problem, texts[: k + 1]) is None:
+                state = legal_prefix_state(problem, texts[: k + 1])
+                if state is None:
                     break  # this step and all after it are labelled 0
                 if k == len(steps) - 1:
                     solution.soft_labels[k] = float(correct)
+                elif counters[problem].count(state) == 0:
+                    continue  # a dead end: no continuation can succeed, the label stays 0
+                elif rollouts == 0:
+                    solution.soft_labels[k] = None
                 else:
                     pending.append((solution, k))
                     prefixes.append(prompt + [t for s in steps[: k + 1] for t in s])
@@ -85,35 +97,70 @@ async def label_problems(
 
 
 async def _label_all(
-    engine: PolicyEngine, problems: list[Problem], samples: int, rollouts: int, sampling: Sampling
+    engine: PolicyEngine,
+    problems: list[Problem],
+    samples: int,
+    rollouts: int,
+    sampling: Sampling,
+    desc: str,
 ) -> list[LabelledSolution]:
     labelled: list[LabelledSolution] = []
-    batches = range(0, len(problems), BATCH_PROBLEMS)
-    for n, start in enumerate(tqdm(batches, desc="prm labels", unit="batch")):
-        chunk = problems[start : start + BATCH_PROBLEMS]
+    # Without rollouts a batch is a single engine call, so batches can be larger.
+    size = BATCH_PROBLEMS if rollouts else 4 * BATCH_PROBLEMS
+    batches = range(0, len(problems), size)
+    for n, start in enumerate(tqdm(batches, desc=desc, unit="batch")):
+        chunk = problems[start : start + size]
         seeded = Sampling(temperature=sampling.temperature, seed=(sampling.seed or 0) + n, logprobs=False)
-        labelled += await label_problems(engine, chunk, samples, rollouts, seeded, f"label-{n}")
+        labelled += await label_problems(engine, chunk, samples, rollouts, seeded, f"{desc}-{n}")
     return labelled
 
 
-def label_steps(recipe: dict[str, Any], policy_dir: Path, out_path: Path) -> None:
-    table = recipe["prm_data"]
+def training_problems(per_tier: dict[str, int], seed: int) -> list[Problem]:
     held_out = eval_problems()
-    seed = int(recipe["seed"]) + 2000
-    problems = [
+    return [
         p
-        for tier, count in sorted(table["problems_per_tier"].items())
+        for tier, count in sorted(per_tier.items())
         for p in generate(int(tier), int(count), seed)
         if p not in held_out
     ]
+
+
+def label_steps(recipe: dict[str, Any], policy_dir: Path, out_dir: Path) -> None:
+    """Write `prm_data.jsonl` (Monte-Carlo labels) and, when the recipe asks for it,
+    `prm_data_exact.jsonl` (exact labels only)."""
+    table = recipe["prm_data"]
+    seed = int(recipe["seed"]) + 2000
     sampling = Sampling(temperature=float(table["temperature"]), seed=seed, logprobs=False)
     engine = VLLMPolicyEngine.start(VLLMConfig(model=str(policy_dir), kv_cache_gib=2))
-    try:
-        labelled = asyncio.run(
-            _label_all(engine, problems, int(table["samples_per_problem"]), int(table["rollouts"]), sampling)
+
+    async def label() -> None:  # one event loop for the engine's whole life
+        labelled = await _label_all(
+            engine,
+            training_problems(table["problems_per_tier"], seed),
+            int(table["samples_per_problem"]),
+            int(table["rollouts"]),
+            sampling,
+            "prm labels",
         )
+        write_records(labelled, out_dir / "prm_data.jsonl")
+        if table.get("exact_problems_per_tier"):
+            exact = await _label_all(
+                engine,
+                training_problems(table["exact_problems_per_tier"], seed + 1),
+                int(table["exact_samples_per_problem"]),
+                0,
+                replace(sampling, seed=seed + 1_000),
+                "exact labels",
+            )
+            write_records(exact, out_dir / "prm_data_exact.jsonl")
+
+    try:
+        asyncio.run(label())
     finally:
         engine.shutdown()
-    with out_path.open("w") as handle:
+
+
+def write_records(labelled: Sequence[LabelledSolution], path: Path) -> None:
+    with path.open("w") as handle:
         for item in labelled:
             handle.write(json.dumps(item.record()) + "\n")

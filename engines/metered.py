@@ -1,0 +1,64 @@
+"""A policy engine bound to one request and its budget: the only place that charges policy usage.
+
+Contract: `MeteredPolicy(engine, budget, request_id)` offers `expand` and `rollout` like the engine,
+without the request id. Each call reserves its worst case on the budget first (the per-request
+`max_tokens` is lowered so it fits, see `Budget.clamp_generation`), runs under the budget's deadline,
+then charges what the engine reported. A call the budget cannot start raises `BudgetExhausted` /
+`DeadlineExceeded` before anything is submitted; a call that outlives the deadline is aborted in the
+engine and raises `DeadlineExceeded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+
+from engines.base import Generation, PolicyEngine, Sampling
+from engines.budget import Budget, DeadlineExceeded
+from engines.usage import Usage
+
+
+class MeteredPolicy:
+    def __init__(self, engine: PolicyEngine, budget: Budget, request_id: str) -> None:
+        self.engine = engine
+        self.budget = budget
+        self.request_id = request_id
+
+    @property
+    def step_token_id(self) -> int:
+        return self.engine.step_token_id
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.engine.decode(token_ids)
+
+    async def expand(self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling) -> Generation:
+        return await self._call(prefixes, n, sampling, until_step=True)
+
+    async def rollout(self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling) -> Generation:
+        return await self._call(prefixes, n, sampling, until_step=False)
+
+    async def _call(
+        self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, until_step: bool
+    ) -> Generation:
+        requests = len(prefixes) * n
+        asked = sampling.max_step_tokens if until_step else sampling.max_tokens
+        prompt_tokens = n * sum(len(p) for p in prefixes)
+        per_request = self.budget.clamp_generation(requests, asked, prompt_tokens)
+        reserved_prefill = prompt_tokens if self.budget.max_prefill_tokens is not None else 0
+        field = "max_step_tokens" if until_step else "max_tokens"
+        clamped = replace(sampling, **{field: per_request})
+        call = self.engine.expand if until_step else self.engine.rollout
+        generation = None
+        try:
+            async with asyncio.timeout(self.budget.time_left()):
+                generation = await call(prefixes, n, clamped, self.request_id)
+        except TimeoutError:
+            await self.engine.abort(self.request_id)
+            raise DeadlineExceeded("the request's deadline passed during a policy call") from None
+        finally:
+            # An aborted call's tokens are not reported by vLLM, so only finished calls are charged.
+            usage = generation.usage if generation is not None else Usage()
+            self.budget.settle(per_request * requests, reserved_prefill, 0, usage)
+        return generation
+

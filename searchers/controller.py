@@ -1,0 +1,157 @@
+"""The test-time compute controller: one search request in, one `SearchResult` out.
+
+Contract:
+- `Controller(policy, verifier, limits)` gets the engines injected (no global state) and serves any
+  number of concurrent requests; each `run` creates the request's `Budget`, binds the engines to it
+  (`MeteredPolicy`, `MeteredVerifier`), validates the strategy and knobs, and runs the searcher.
+- `validate` raises `InvalidSearch` (a `ValueError`, with the offending `param`) for an unknown
+  strategy (listing the valid ones), an unknown or ill-typed knob (listing the strategy's knobs), a
+  budget outside the server's limits, or a PRM strategy on a server without a PRM.
+- However the search ends (done, budget, deadline, error, cancellation by a departed client), every
+  engine request it started is aborted before `run` returns or re-raises: the engines are left idle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from engines.base import PolicyEngine, Sampling
+from engines.budget import Budget
+from engines.metered import MeteredPolicy
+from searchers.base import SearchContext, SearchResult, Searcher
+from tasks.tools import task_tools
+from verifiers.aggregate import AGGREGATIONS, Aggregation
+from verifiers.metered import MeteredVerifier
+from verifiers.prm import StepVerifier
+
+log = logging.getLogger("ponder.search")
+
+
+class InvalidSearch(ValueError):
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server allows a request; the defaults suit the embedded models on a CPU."""
+
+    default_strategy: str = "best_of_n"
+    default_budget: int = 1024
+    max_budget: int = 65_536
+    max_timeout_s: float = 600.0
+    max_verifier_calls: int | None = None
+
+
+@dataclass
+class SearchRequest:
+    prompt_ids: tuple[int, ...]
+    prompt_text: str  # what task-family detection reads (the prompt, or the last user message)
+    request_id: str
+    strategy: str | None = None
+    budget: int | None = None
+    knobs: dict[str, Any] = field(default_factory=dict)
+    aggregation: Aggregation = "last"
+    sampling: Sampling = field(default_factory=Sampling)
+    timeout_s: float | None = None
+    max_verifier_calls: int | None = None
+    max_prefill_tokens: int | None = None
+    progress: Callable[[str, dict[str, Any]], None] | None = None
+
+
+class Controller:
+    def __init__(
+        self,
+        policy: PolicyEngine,
+        verifier: StepVerifier | None,
+        limits: Limits | None = None,
+        searchers: dict[str, Searcher] | None = None,
+    ) -> None:
+        from searchers.registry import default_searchers
+
+        self.policy = policy
+        self.verifier = verifier
+        self.limits = limits or Limits()
+        self.searchers = searchers if searchers is not None else default_searchers()
+
+    def validate(self, request: SearchRequest) -> tuple[Searcher, BaseModel, int]:
+        name = request.strategy or self.limits.default_strategy
+        searcher = self.searchers.get(name)
+        if searcher is None:
+            valid = ", ".join(sorted(self.searchers))
+            raise InvalidSearch(f"unknown strategy {name!r}; valid strategies: {valid}", "search.strategy")
+        try:
+            knobs = searcher.Knobs(**request.knobs)
+        except ValidationError as error:
+            valid = ", ".join(searcher.Knobs.model_fields)
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise InvalidSearch(
+                f"invalid knobs for {name}: {problems}. Valid knobs: {valid}", "search.knobs"
+            ) from None
+        budget = self.limits.default_budget if request.budget is None else request.budget
+        if not 1 <= budget <= self.limits.max_budget:
+            raise InvalidSearch(
+                f"budget must be between 1 and {self.limits.max_budget} tokens, got {budget}", "search.budget"
+            )
+        if request.aggregation not in AGGREGATIONS:
+            raise InvalidSearch(
+                f"unknown aggregation {request.aggregation!r}; valid: {', '.join(AGGREGATIONS)}",
+                "search.aggregation",
+            )
+        if request.timeout_s is not None and not 0 < request.timeout_s <= self.limits.max_timeout_s:
+            raise InvalidSearch(
+                f"timeout must be in (0, {self.limits.max_timeout_s}] seconds", "search.timeout_s"
+            )
+        if self.verifier is None and searcher.needs_prm(knobs):
+            raise InvalidSearch(f"strategy {name} needs a PRM and this server has none", "search.strategy")
+        return searcher, knobs, budget
+
+    def context(self, request: SearchRequest, budget_tokens: int) -> SearchContext:
+        timeout = request.timeout_s if request.timeout_s is not None else self.limits.max_timeout_s
+        caps = request.max_verifier_calls or self.limits.max_verifier_calls
+        budget = Budget.with_timeout(
+            budget_tokens, timeout, max_verifier_calls=caps, max_prefill_tokens=request.max_prefill_tokens
+        )
+        tools = task_tools(request.prompt_text)
+        return SearchContext(
+            prompt_ids=tuple(request.prompt_ids),
+            policy=MeteredPolicy(self.policy, budget, request.request_id),
+            verifier=None
+            if self.verifier is None
+            else MeteredVerifier(self.verifier, budget, request.request_id),
+            budget=budget,
+            sampling=request.sampling,
+            aggregation=request.aggregation,
+            answer_of=tools.answer_of,
+            outcome=tools.outcome,
+            hints=tools.hints,
+            progress=request.progress,
+        )
+
+    async def run(self, request: SearchRequest) -> SearchResult:
+        searcher, knobs, budget_tokens = self.validate(request)
+        ctx = self.context(request, budget_tokens)
+        try:
+            outcome = await searcher.run(ctx, knobs)
+        finally:
+            await self.abort(request.request_id)
+        log.info(
+            "request %s: %s stopped (%s) after %d/%d budget tokens",
+            request.request_id,
+            searcher.name,
+            outcome.stop_reason,
+            ctx.budget.used,
+            budget_tokens,
+        )
+        return outcome
+
+    async def abort(self, request_id: str) -> None:
+        await self.policy.abort(request_id)
+        if self.verifier is not None:
+            await self.verifier.abort(request_id)

@@ -1,0 +1,34 @@
+"""Greedy decoding: one temperature-0 solution, the 1x reference every budget is measured against.
+
+Contract: no knobs; one rollout; `stop_reason` is "budget" when the budget cut the solution short.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import ClassVar
+
+from engines.budget import SearchStopped
+from searchers.base import Knobs, SearchContext, SearchResult, Trace, result
+
+
+class GreedyKnobs(Knobs):
+    pass
+
+
+class Greedy:
+    name: ClassVar[str] = "greedy"
+    Knobs: ClassVar[type[GreedyKnobs]] = GreedyKnobs
+
+    def needs_prm(self, knobs: GreedyKnobs) -> bool:
+        return False
+
+    async def run(self, ctx: SearchContext, knobs: GreedyKnobs) -> SearchResult:
+        sampling = replace(ctx.sampling, temperature=0.0)
+        try:
+            generation = await ctx.policy.rollout([ctx.prompt_ids], 1, sampling)
+        except SearchStopped as stopped:
+            return result(ctx, self.name, Trace(), [], stopped.reason, knobs)
+        trace = Trace().extend(generation.continuations[0][0], ctx.policy.step_token_id, ctx.policy.decode)
+        stop = "budget" if trace.truncated and ctx.budget.remaining <= 0 else "done"
+        return result(ctx, self.name, trace, [trace], stop, knobs)

@@ -1,0 +1,54 @@
+"""A small deterministic PRM for unit tests of search logic (no model, no vLLM).
+
+Contract: implements `StepVerifier` for Countdown prompts with the project's tokenizer. A step's score is
+high (0.7-0.95) while the prefix is legal and the target still reachable, low (0.05-0.3) otherwise, with
+deterministic noise keyed on the prefix, so search has a useful but imperfect signal. Usage counts the
+exact tokens a real PRM would read. Unparseable prompts score 0.5 everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Sequence
+
+from engines.usage import Usage
+from tasks.countdown import SolutionCounter, parse_prompt
+from training.tokenizer import build_tokenizer
+from verifiers.countdown import check_step
+from verifiers.prm import Candidate, Scores
+
+
+class FakePRM:
+    def __init__(self, seed: int = 0) -> None:
+        self.tokenizer = build_tokenizer()
+        self.seed = seed
+        self.calls = 0
+        self.aborted: set[str] = set()
+
+    async def score(self, candidates: Sequence[Candidate], request_id: str) -> Scores:
+        self.calls += 1
+        await asyncio.sleep(0)
+        rows = [self._score(c) for c in candidates]
+        tokens = sum(len(c.prompt_ids) + sum(len(s) + 1 for s in c.steps) for c in candidates)
+        return Scores(rows, Usage(scored_tokens=tokens, verifier_calls=len(candidates)))
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.add(request_id)
+
+    def _score(self, candidate: Candidate) -> list[float]:
+        decode = self.tokenizer.decode
+        problem = parse_prompt(decode(list(candidate.prompt_ids), skip_special_tokens=True).strip())
+        if problem is None:
+            return [0.5 for _ in candidate.steps]
+        counter = SolutionCounter(problem.target)
+        state: tuple[int, ...] | None = problem.numbers
+        scores = []
+        for k, step in enumerate(candidate.steps):
+            if state is not None:
+                check = check_step(state, decode(list(step), skip_special_tokens=True))
+                state = check.state if check.legal and counter.count(check.state) > 0 else None
+            noise = zlib.crc32(repr((self.seed, candidate.prompt_ids, candidate.steps[: k + 1])).encode())
+            jitter = (noise % 1000) / 1000
+            scores.append(0.7 + 0.25 * jitter if state is not None else 0.05 + 0.25 * jitter)
+        return scores

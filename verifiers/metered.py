@@ -1,0 +1,49 @@
+"""A PRM bound to one request and its budget: the only place that charges verifier usage.
+
+Contract: `MeteredVerifier(verifier, budget, request_id, step_tag_tokens=1)` scores candidates like the
+verifier. The exact number of tokens the PRM will read is known before the call (prompt, steps and one
+step tag per step), so the call is reserved whole or refused with `BudgetExhausted`; it runs under the
+budget's deadline (aborted in the engine and `DeadlineExceeded` past it) and is charged what the
+verifier reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from engines.budget import Budget, DeadlineExceeded
+from engines.usage import Usage
+from verifiers.prm import Candidate, Scores, StepVerifier
+
+
+def scored_length(candidate: Candidate) -> int:
+    """Tokens the PRM reads for a candidate: `len(prm_input_ids(...))` without building it."""
+    return len(candidate.prompt_ids) + sum(len(step) + 1 for step in candidate.steps)
+
+
+class MeteredVerifier:
+    def __init__(self, verifier: StepVerifier, budget: Budget, request_id: str) -> None:
+        self.verifier = verifier
+        self.budget = budget
+        self.request_id = request_id
+
+    def cost(self, candidates: Sequence[Candidate]) -> int:
+        return sum(scored_length(c) for c in candidates)
+
+    async def score(self, candidates: Sequence[Candidate]) -> Scores:
+        if not candidates:
+            return Scores([], Usage())
+        tokens = self.cost(candidates)
+        self.budget.reserve(tokens, len(candidates))
+        scores = None
+        try:
+            async with asyncio.timeout(self.budget.time_left()):
+                scores = await self.verifier.score(candidates, self.request_id)
+        except TimeoutError:
+            await self.verifier.abort(self.request_id)
+            raise DeadlineExceeded("the request's deadline passed during PRM scoring") from None
+        finally:
+            usage = scores.usage if scores is not None else Usage()
+            self.budget.settle(tokens, 0, len(candidates), usage)
+        return scores
