@@ -42,7 +42,7 @@ class DeadlineExceeded(SearchStopped):
 @dataclass
 class Budget:
     tokens: int  # cap on generated + scored tokens
-    max_prefill_tokens: int | None = None  # cap on prompt tokens prefilled (reserved as if nothing were cached)
+    max_prefill_tokens: int | None = None  # cap on prompt tokens prefilled (reserved as if none cached)
     max_verifier_calls: int | None = None  # cap on PRM requests (one per scored sequence)
     deadline: float | None = None  # time.monotonic() value after which no call starts
     spent: Usage = field(default_factory=Usage)
@@ -55,9 +55,15 @@ class Budget:
             raise ValueError(f"a budget needs at least 1 token, got {self.tokens}")
 
     @classmethod
-    def with_timeout(cls, tokens: int, timeout_s: float | None = None, **caps: int | None) -> Budget:
+    def with_timeout(
+        cls,
+        tokens: int,
+        timeout_s: float | None = None,
+        max_verifier_calls: int | None = None,
+        max_prefill_tokens: int | None = None,
+    ) -> Budget:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        return cls(tokens=tokens, deadline=deadline, **caps)
+        return cls(tokens, max_prefill_tokens, max_verifier_calls, deadline)
 
     # --- what searchers read --------------------------------------------------------------------
     @property
@@ -99,9 +105,9 @@ class Budget:
         self.check_deadline()
         if tokens > self.remaining:
             raise BudgetExhausted(f"scoring needs {tokens} tokens, {self.remaining} left")
-        if self.max_verifier_calls is not None:
-            if self.spent.verifier_calls + self._reserved_calls + calls > self.max_verifier_calls:
-                raise BudgetExhausted(f"the cap of {self.max_verifier_calls} verifier calls is reached")
+        cap = self.max_verifier_calls
+        if cap is not None and self.spent.verifier_calls + self._reserved_calls + calls > cap:
+            raise BudgetExhausted(f"the cap of {self.max_verifier_calls} verifier calls is reached")
         self._reserved_tokens += tokens
         self._reserved_calls += calls
 
@@ -117,5 +123,5 @@ class Budget:
             return
         left = self.max_prefill_tokens - self.spent.prefilled_prompt_tokens - self._reserved_prefill
         if prompt_tokens > left:
-            raise BudgetExhausted(f"prefilling {prompt_tokens} prompt tokens would pass the cap ({left} left)")
+            raise BudgetExhausted(f"prefilling {prompt_tokens} prompt tokens passes the cap ({left} left)")
         self._reserved_prefill += prompt_tokens

@@ -2,7 +2,8 @@
 
 Contract: implements `PolicyEngine` with the project's tokenizer. On a Countdown prompt it plays random
 legal moves, making an arithmetic slip with probability `slip`; the same prefix, sample index and seed
-always give the same step. Usage is counted like the real adapter's, with a 32-token block prefix cache.
+always give the same step. Token limits cut continuations (finish "length") as vLLM does, EOS included.
+Usage is counted like the real adapter's, with a 32-token block prefix cache.
 Unparseable prompts end immediately with an empty continuation.
 """
 
@@ -69,6 +70,10 @@ class FakeEngine:
             for j in range(n):
                 text, finish = self._continue(list(prefix), (sampling.seed, index * n + j), until_step)
                 ids = tuple(self.tokenizer.encode(text, add_special_tokens=False))
+                limit = sampling.max_step_tokens if until_step else sampling.max_tokens
+                if len(ids) + (finish == "end") > limit:  # like vLLM: max_tokens counts the EOS too
+                    ids, finish = ids[:limit], "length"
+                    text = self.decode(ids)
                 row.append(Continuation(ids, text, finish, -0.1 * len(ids)))
                 usage += Usage(
                     prompt_tokens=len(prefix),

@@ -46,8 +46,10 @@ class MeteredPolicy:
         prompt_tokens = n * sum(len(p) for p in prefixes)
         per_request = self.budget.clamp_generation(requests, asked, prompt_tokens)
         reserved_prefill = prompt_tokens if self.budget.max_prefill_tokens is not None else 0
-        field = "max_step_tokens" if until_step else "max_tokens"
-        clamped = replace(sampling, **{field: per_request})
+        if until_step:
+            clamped = replace(sampling, max_step_tokens=per_request)
+        else:
+            clamped = replace(sampling, max_tokens=per_request)
         call = self.engine.expand if until_step else self.engine.rollout
         generation = None
         try:
@@ -61,4 +63,3 @@ class MeteredPolicy:
             usage = generation.usage if generation is not None else Usage()
             self.budget.settle(per_request * requests, reserved_prefill, 0, usage)
         return generation
-
