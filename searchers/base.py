@@ -47,6 +47,11 @@ class Trace:
         return [t for step in self.steps for t in step]
 
     @property
+    def ended(self) -> bool:
+        """Nothing more will be generated for it: finished, or cut by a token limit."""
+        return self.finished or self.truncated
+
+    @property
     def scored(self) -> bool:
         return len(self.scores) == len(self.steps)
 
@@ -75,6 +80,9 @@ class SearchContext:
     outcome: Callable[[str], bool] | None = None  # an environment verifier, where the task has one
     hints: TaskHints = field(default_factory=TaskHints)
     progress: Callable[[str, dict[str, Any]], None] | None = None  # (event, details), for streaming
+
+    def grow(self, trace: Trace, continuation: Continuation) -> Trace:
+        return trace.extend(continuation, self.policy.step_token_id, self.policy.decode)
 
     def prefix(self, trace: Trace) -> list[int]:
         return [*self.prompt_ids, *trace.token_ids]
@@ -118,8 +126,10 @@ class Knobs(BaseModel):
 
 
 class Searcher(Protocol):
-    name: ClassVar[str]
-    Knobs: ClassVar[type[BaseModel]]
+    @property
+    def name(self) -> str: ...
+
+    Knobs: ClassVar[type[Any]]  # a pydantic model of the strategy's explicit settings
 
     def needs_prm(self, knobs: Any) -> bool: ...
 

@@ -43,6 +43,9 @@ class BestOfN:
     def needs_prm(self, knobs: BestOfNKnobs) -> bool:
         return knobs.select in ("prm", "weighted_vote")
 
+    def needs_outcome(self, knobs: BestOfNKnobs) -> bool:
+        return knobs.select == "outcome"
+
     async def run(self, ctx: SearchContext, knobs: BestOfNKnobs) -> SearchResult:
         if knobs.select == "outcome" and ctx.outcome is None:
             raise ValueError("select=outcome needs a task with an environment verifier")
@@ -62,7 +65,7 @@ class BestOfN:
                 if want <= 0:
                     break
                 generation = await ctx.policy.rollout([ctx.prompt_ids], want, ctx.seeded(round_index))
-                new = [Trace().extend(c, ctx.policy.step_token_id, ctx.policy.decode) for c in generation.continuations[0]]
+                new = [ctx.grow(Trace(), c) for c in generation.continuations[0]]
                 traces += await score(ctx, new) if needs_prm else new
                 mean_tokens = generation.usage.generated_tokens / want
                 cost = sample_cost(ctx, mean_tokens, needs_prm)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from engines.base import PolicyEngine, Sampling
 from engines.budget import Budget
 from engines.metered import MeteredPolicy
-from searchers.base import SearchContext, SearchResult, Searcher
+from searchers.base import SearchContext, Searcher, SearchResult
 from tasks.tools import task_tools
 from verifiers.aggregate import AGGREGATIONS, Aggregation
 from verifiers.metered import MeteredVerifier
@@ -110,6 +110,17 @@ class Controller:
             )
         if self.verifier is None and searcher.needs_prm(knobs):
             raise InvalidSearch(f"strategy {name} needs a PRM and this server has none", "search.strategy")
+        needs_outcome = getattr(searcher, "needs_outcome", None)
+        if (
+            needs_outcome is not None
+            and needs_outcome(knobs)
+            and task_tools(request.prompt_text).outcome is None
+        ):
+            raise InvalidSearch(
+                f"these {name} knobs grade answers with an exact checker, which only tasks such as "
+                "Countdown have; use the PRM instead",
+                "search.knobs",
+            )
         return searcher, knobs, budget
 
     def context(self, request: SearchRequest, budget_tokens: int) -> SearchContext:

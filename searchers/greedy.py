@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import ClassVar
 
-from engines.budget import SearchStopped
+from engines.budget import SearchStopped, StopReason
 from searchers.base import Knobs, SearchContext, SearchResult, Trace, result
 
 
@@ -29,6 +29,6 @@ class Greedy:
             generation = await ctx.policy.rollout([ctx.prompt_ids], 1, sampling)
         except SearchStopped as stopped:
             return result(ctx, self.name, Trace(), [], stopped.reason, knobs)
-        trace = Trace().extend(generation.continuations[0][0], ctx.policy.step_token_id, ctx.policy.decode)
-        stop = "budget" if trace.truncated and ctx.budget.remaining <= 0 else "done"
+        trace = ctx.grow(Trace(), generation.continuations[0][0])
+        stop: StopReason = "budget" if trace.truncated and ctx.budget.remaining <= 0 else "done"
         return result(ctx, self.name, trace, [trace], stop, knobs)

@@ -6,11 +6,17 @@ Contract: `default_searchers()` returns a fresh `{name: searcher}` map of every 
 
 from __future__ import annotations
 
+from searchers.auto import Auto, AutoTable
 from searchers.base import Searcher
+from searchers.beam import Beam
 from searchers.best_of_n import BestOfN
 from searchers.greedy import Greedy
+from searchers.mcts import MCTS
+from searchers.revision import Revision
 
 
-def default_searchers() -> dict[str, Searcher]:
-    searchers: list[Searcher] = [Greedy(), BestOfN()]
-    return {s.name: s for s in searchers}
+def default_searchers(auto_table: AutoTable | None = None) -> dict[str, Searcher]:
+    searchers: list[Searcher] = [Greedy(), BestOfN(), Beam(), Beam(diverse=True), MCTS(), Revision()]
+    named = {s.name: s for s in searchers}
+    named["auto"] = Auto(dict(named), auto_table)
+    return named

@@ -274,6 +274,10 @@ def test_grade_countdown() -> None:
     assert final_answer(COUNTDOWN, wrong) == "36"
     assert not grade(COUNTDOWN, "garbage")
     assert final_answer(COUNTDOWN, "13-9=4 [3 7 4]\n") is None
+    # a faked step still commits to its claimed number: voting does not check arithmetic
+    faked = "13-9=4 [3 7 4]\n7-3=4 [4 4]\n4*4=17 [17]\n"
+    assert not grade(COUNTDOWN, faked)
+    assert final_answer(COUNTDOWN, faked) == "17"
 
 
 def test_grade_math() -> None:

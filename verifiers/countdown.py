@@ -2,7 +2,8 @@
 
 Contract: `check_step(state, line)` says whether one step line is legal from `state` and returns the
 new state; `check_solution(problem, text)` grades a whole completion. Neither raises on any input:
-malformed text is an illegal step or a wrong solution.
+malformed text is an illegal step or a wrong solution. `claimed_answer(text)` is the final number a
+completion claims, checked or not (what self-consistency votes on).
 """
 
 from __future__ import annotations
@@ -86,3 +87,14 @@ def legal_prefix_state(problem: Problem, steps: list[str]) -> tuple[int, ...] | 
             return None
         state = check.state
     return state
+
+
+def claimed_answer(text: str) -> int | None:
+    """The number a completion says it ends with (its last step's single remaining number), whether or
+    not its steps are legal: what the completion commits to, for voting. None if it ends elsewhere."""
+    lines = split_steps(text)
+    match = _STEP.match(lines[-1]) if lines else None
+    if match is None:
+        return None
+    listed = match[5].split()
+    return int(listed[0]) if len(listed) == 1 else None

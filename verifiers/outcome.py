@@ -6,13 +6,14 @@ Contract:
   `verifiers.math.check_math_answer`. It never raises on any completion text; it raises `ValueError`
   only for a malformed task (unknown kind, unparseable Countdown prompt).
 - `final_answer(task, completion)` is the answer the completion commits to, right or wrong, as a string
-  for majority voting (Countdown: the last number left; math: `extract_final_answer`), or None.
+  for majority voting (Countdown: the number its last step claims is left, legal or not: checking it
+  is the verifiers' job, not the vote's; math: `extract_final_answer`), or None.
 """
 
 from __future__ import annotations
 
 from tasks.datasets import Task, countdown_problem
-from verifiers.countdown import check_solution
+from verifiers.countdown import check_solution, claimed_answer
 from verifiers.math import check_math_answer, extract_final_answer
 
 
@@ -26,8 +27,8 @@ def grade(task: Task, completion: str) -> bool:
 
 def final_answer(task: Task, completion: str) -> str | None:
     if task.kind == "countdown":
-        final = check_solution(countdown_problem(task), completion).final
-        return None if final is None else str(final)
+        claimed = claimed_answer(completion)
+        return None if claimed is None else str(claimed)
     if task.kind == "math":
         return extract_final_answer(completion)
     raise ValueError(f"task {task.id}: unknown kind {task.kind!r}")

@@ -1,0 +1,118 @@
+"""`auto`: compute-optimal strategy selection per request, from a table the evaluation measured.
+
+Contract:
+- The probe: one greedy solution, scored by the PRM. Its value (the PRM's belief that it is right)
+  is the question's difficulty estimate, and the greedy solution stays a candidate.
+- The table (`AutoTable`, JSON, written by `ponder eval search` next to the models it was measured on)
+  maps (difficulty bin, budget as a multiple of the greedy solution's cost) to the strategy and knobs
+  that were most accurate there on held-out problems, "greedy" included: an easy question gets no
+  more compute than it needs.
+- The chosen strategy runs on what is left of the same budget; the answer is the best by PRM value of
+  its candidates and the probe (or its own answer, for strategies whose candidates are not scored).
+- Too small a budget for the probe, or no table: greedy / Best-of-N with PRM, the safe defaults.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from engines.budget import SearchStopped
+from searchers.base import (
+    Knobs,
+    SearchContext,
+    Searcher,
+    SearchResult,
+    Trace,
+    best_by_value,
+    result,
+    score,
+    value,
+)
+
+FALLBACK = ("best_of_n", {"select": "prm"})
+
+
+@dataclass(frozen=True)
+class AutoTable:
+    bins: list[float]  # ascending difficulty thresholds on the probe's PRM value
+    budgets: list[float]  # ascending budget multiples the table was measured at
+    choices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # bin -> budget -> choice
+
+    def choose(self, probe_value: float, multiple: float) -> tuple[str, dict[str, Any]]:
+        """The measured best (strategy, knobs) for this difficulty bin at the largest measured budget
+        not above `multiple`."""
+        difficulty = str(bisect.bisect_right(self.bins, probe_value))
+        row = self.choices.get(difficulty, {})
+        affordable = [b for b in self.budgets if b <= multiple]
+        if not affordable or str(affordable[-1]) not in row:
+            return FALLBACK
+        choice = row[str(affordable[-1])]
+        return str(choice["strategy"]), dict(choice.get("knobs", {}))
+
+    @classmethod
+    def load(cls, path: Path) -> AutoTable:
+        data = json.loads(path.read_text())
+        return cls(list(data["bins"]), list(data["budgets"]), dict(data["choices"]))
+
+    def dump(self, path: Path, **extra: Any) -> None:
+        body = {"bins": self.bins, "budgets": self.budgets, "choices": self.choices, **extra}
+        path.write_text(json.dumps(body, indent=2) + "\n")
+
+
+class AutoKnobs(Knobs):
+    accept: float = Field(
+        0.95, ge=0.0, le=1.0, description="return the greedy answer if the PRM trusts it this much"
+    )
+
+
+class Auto:
+    name: ClassVar[str] = "auto"
+    Knobs: ClassVar[type[AutoKnobs]] = AutoKnobs
+
+    def __init__(self, searchers: dict[str, Searcher], table: AutoTable | None) -> None:
+        self.searchers = searchers
+        self.table = table
+
+    def needs_prm(self, knobs: AutoKnobs) -> bool:
+        return True
+
+    async def run(self, ctx: SearchContext, knobs: AutoKnobs) -> SearchResult:
+        greedy = self.searchers["greedy"]
+        probe_cost = 2 * ctx.hints.solution_tokens + len(ctx.prompt_ids)
+        if not ctx.budget.can_afford(probe_cost):
+            return await greedy.run(ctx, greedy.Knobs())
+        first = await greedy.run(ctx, greedy.Knobs())
+        if first.stop_reason != "done" or not first.best.finished:
+            return replace(first, strategy=self.name, knobs=knobs.model_dump())
+        try:
+            probe = (await score(ctx, [first.best]))[0]
+        except SearchStopped as stopped:
+            return result(ctx, self.name, first.best, [first.best], stopped.reason, knobs)
+        probe_value = value(probe, ctx.aggregation)
+        if probe_value >= knobs.accept:
+            return result(ctx, self.name, probe, [probe], "done", knobs)
+        multiple = ctx.budget.tokens / max(ctx.budget.spent.generated_tokens, 1)
+        strategy, chosen_knobs = self.table.choose(probe_value, multiple) if self.table else FALLBACK
+        ctx.report("auto", probe_value=round(probe_value, 3), strategy=strategy, knobs=chosen_knobs)
+        if strategy == "greedy":
+            return result(ctx, self.name, probe, [probe], "done", knobs)
+        searcher = self.searchers[strategy]
+        inner = await searcher.run(ctx, searcher.Knobs(**chosen_knobs))
+        return self.combine(ctx, probe, inner, knobs, {"strategy": strategy, "knobs": chosen_knobs})
+
+    def combine(
+        self, ctx: SearchContext, probe: Trace, inner: SearchResult, knobs: AutoKnobs, chosen: dict[str, Any]
+    ) -> SearchResult:
+        candidates = [probe, *inner.candidates]
+        best = inner.best
+        if inner.best.scored:  # a PRM-ranked strategy: the probe competes on equal terms
+            best = best_by_value([probe, inner.best], ctx.aggregation)
+        out = result(ctx, self.name, best, candidates, inner.stop_reason, knobs, inner.tree)
+        out.knobs["chosen"] = chosen
+        return out

@@ -1,0 +1,112 @@
+"""PRM-guided step-level beam search, and diverse verifier tree search (DVTS).
+
+Contract (the published recipe's semantics):
+- Knobs: `beams` N (None: the largest power of two the budget affords for a whole search),
+  `expansions` M per kept beam, `max_depth` in steps.
+- Round 0 samples N first steps. Each round the PRM scores every new step (one verifier call), finished
+  solutions are set aside, the N/M best unfinished beams by PRM value are kept, and each is expanded M
+  times (one engine call for all), so N candidates are always in flight.
+- DVTS (`Beam(diverse=True)`, strategy `dvts`) splits the N first steps into N/M independent subtrees
+  and keeps only the best beam of each: less pruning of the lone promising path, more diversity.
+- The answer is the best finished solution by `ctx.aggregation`; stopped early (budget, deadline,
+  depth), the best partial one if none finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import Field
+
+from engines.budget import SearchStopped, StopReason
+from searchers.base import Knobs, SearchContext, SearchResult, Trace, best_by_value, result, score, value
+
+
+class BeamKnobs(Knobs):
+    beams: int | None = Field(None, ge=1, le=256, description="N; None: as many as the budget affords")
+    expansions: int = Field(4, ge=1, le=64, description="M: samples per kept beam each step")
+    max_depth: int = Field(40, ge=1, le=200, description="steps before the search gives up")
+
+
+@dataclass(frozen=True)
+class Branch:
+    trace: Trace
+    group: int  # the subtree (DVTS) it belongs to; always 0 for plain beam search
+
+
+class Beam:
+    Knobs: ClassVar[type[BeamKnobs]] = BeamKnobs
+
+    def __init__(self, diverse: bool = False) -> None:
+        self.diverse = diverse
+        self.name = "dvts" if diverse else "beam"
+
+    def needs_prm(self, knobs: BeamKnobs) -> bool:
+        return True
+
+    async def run(self, ctx: SearchContext, knobs: BeamKnobs) -> SearchResult:
+        n = knobs.beams or affordable_beams(ctx, knobs.expansions)
+        m = min(knobs.expansions, n)
+        finished: list[Trace] = []
+        frontier: list[Branch] = []
+        stop: StopReason = "done"
+        try:
+            frontier = await self.first_steps(ctx, n, m)
+            for depth in range(1, knobs.max_depth):
+                finished += [b.trace for b in frontier if b.trace.finished or b.trace.truncated]
+                kept = self.keep(
+                    ctx, [b for b in frontier if not (b.trace.finished or b.trace.truncated)], n, m
+                )
+                ctx.report("step", depth=depth, finished=len(finished), beams=len(kept))
+                if not kept:
+                    break
+                frontier = await self.expand(ctx, kept, m, depth)
+        except SearchStopped as stopped:
+            stop = stopped.reason
+        candidates = finished + [b.trace for b in frontier if b.trace not in finished]
+        if not candidates:
+            return result(ctx, self.name, Trace(), [], stop, knobs)
+        return result(ctx, self.name, best_by_value(candidates, ctx.aggregation), candidates, stop, knobs)
+
+    async def first_steps(self, ctx: SearchContext, n: int, m: int) -> list[Branch]:
+        generation = await ctx.policy.expand([ctx.prompt_ids], n, ctx.seeded(0))
+        traces = await score(ctx, [ctx.grow(Trace(), c) for c in generation.continuations[0]])
+        # DVTS: consecutive groups of M first steps form the N/M subtrees
+        return [Branch(t, i // m if self.diverse else 0) for i, t in enumerate(traces)]
+
+    def keep(self, ctx: SearchContext, live: list[Branch], n: int, m: int) -> list[Branch]:
+        """The best N/M beams (plain), or the best beam of each subtree (DVTS)."""
+        ranked = sorted(live, key=lambda b: value(b.trace, ctx.aggregation), reverse=True)
+        if not self.diverse:
+            return ranked[: max(n // m, 1)]
+        best: dict[int, Branch] = {}
+        for beam in ranked:
+            best.setdefault(beam.group, beam)
+        return list(best.values())
+
+    async def expand(self, ctx: SearchContext, kept: list[Branch], m: int, depth: int) -> list[Branch]:
+        generation = await ctx.policy.expand([ctx.prefix(b.trace) for b in kept], m, ctx.seeded(depth))
+        children = [
+            Branch(ctx.grow(beam.trace, c), beam.group)
+            for beam, row in zip(kept, generation.continuations, strict=True)
+            for c in row
+        ]
+        traces = await score(ctx, [c.trace for c in children])
+        return [Branch(t, c.group) for t, c in zip(traces, children, strict=True)]
+
+
+def path_cost(ctx: SearchContext) -> float:
+    """Budget tokens one beam's path takes: each step generated, then the PRM reading the whole prefix."""
+    step, steps, prompt = ctx.hints.step_tokens, ctx.hints.steps, len(ctx.prompt_ids)
+    generated = steps * step
+    scored = sum(prompt + depth * (step + 1) for depth in range(1, steps + 1))
+    return generated + scored
+
+
+def affordable_beams(ctx: SearchContext, expansions: int) -> int:
+    """The largest power of two N whose whole search fits the budget (at least 1)."""
+    n = 1
+    while n * 2 <= 256 and 2 * n * path_cost(ctx) <= ctx.budget.remaining:
+        n *= 2
+    return n

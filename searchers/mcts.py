@@ -1,0 +1,478 @@
+"""Step-level Monte Carlo tree search: nodes are solution steps, the policy proposes them, the PRM (or a
+rollout's outcome) values them, and PUCT decides where to look next.
+
+Contract:
+- Knobs: `iterations` (None: until the budget stops it), `leaves_per_iteration`, `children`, `c_puct`,
+  `virtual_loss`, `evaluation` (prm | rollout | prm+rollout), `use_outcome`, `final` (value | visits).
+- An iteration is llm-reasoners' four phases, one function each:
+  select: from the root, descend by PUCT, Q + c_puct·P·√N(parent) / (1 + N(child)), to
+    `leaves_per_iteration` distinct open leaves. A virtual loss along each chosen path sends the next
+    descent elsewhere, so the engine always gets a batch. Finished leaves met on the way are only
+    visited again (their value backed up, no engine call).
+  expand: all chosen leaves in ONE `expand` call of `children` samples each; identical steps under one
+    parent are merged; priors are the policy's step probabilities (a softmax of per-token log-probs).
+  evaluate: ONE verifier call for every new node: the PRM is a value function, so an open node is worth
+    its last step's score. With rollouts, ONE rollout call first finishes every new open node and the
+    finished solution is graded ("prm+rollout" averages the two). A finished solution is graded as an
+    answer: 1 or 0 by the environment verifier with `use_outcome` (where the task has one), else its
+    aggregated PRM value, the number the final choice uses too.
+  backup: each new node counts its own value as its first visit; the expanded leaf's path gets their
+    prior-weighted mean (the leaf's value under the policy), and its virtual loss is removed.
+- It stops after `iterations` ("done"), when every leaf has ended ("done"; "budget" where the budget cut
+  one short), with `use_outcome` once a solution is verified correct ("done"), when the budget cannot
+  pay for another iteration (estimated from the steps seen so far and `ctx.hints` before each one), or
+  when an adapter raises `SearchStopped`.
+- The answer: with `use_outcome` a verified-correct solution first; then with final="value" the finished
+  solution of highest aggregated PRM value, with "visits" the end of the most-visited path when it is a
+  finished solution (else by value); with nothing finished, the best partial solution. Candidates are
+  the finished solutions seen (tree nodes and rollouts); `tree` is the visited part of the tree (at most
+  `TREE_LIMIT` nodes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from engines.base import Continuation
+from engines.budget import SearchStopped, StopReason
+from searchers.base import Knobs, SearchContext, SearchResult, Trace, best_by_value, result, score, value
+
+Evaluation = Literal["prm", "rollout", "prm+rollout"]
+COST_MARGIN = 1.1  # plan iterations for slightly longer steps than seen, so the last one is not cut
+TREE_LIMIT = 256  # nodes reported in `SearchResult.tree`
+MIN_TOKEN_LOGPROB = -1e4  # floor for a -inf log-prob, so such a step still gets a (negligible) prior
+
+
+class MCTSKnobs(Knobs):
+    # `default=` by keyword, so that type checkers see the defaults too (the constructor's arguments)
+    iterations: int | None = Field(default=None, ge=1, le=100_000, description="None: until the budget")
+    leaves_per_iteration: int = Field(default=4, ge=1, le=64, description="leaves expanded per iteration")
+    children: int = Field(default=4, ge=1, le=64, description="steps sampled per expanded leaf")
+    c_puct: float = Field(default=1.5, ge=0.0, le=100.0, description="weight of the prior (exploration)")
+    virtual_loss: float = Field(default=1.0, ge=0.0, le=100.0, description="per path selected in a batch")
+    evaluation: Evaluation = Field(default="prm", description="step score, graded rollout, or their mean")
+    use_outcome: bool = Field(default=False, description="grade answers by the task's checker, if any")
+    final: Literal["value", "visits"] = Field(default="value", description="best value or most visits")
+
+
+@dataclass(eq=False)  # compared and hashed by identity: equal fields are still two places in the tree
+class Node:
+    trace: Trace
+    step: str = ""  # the text of the step this node adds (empty at the root)
+    prior: float = 1.0
+    parent: Node | None = None
+    children: list[Node] = field(default_factory=list)
+    visits: int = 0
+    total: float = 0.0
+    estimate: float | None = None  # its own evaluation, once made
+    rollout: Trace | None = None  # the solution it was rolled out to, with rollout evaluation
+
+    @property
+    def terminal(self) -> bool:
+        return self.trace.ended
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.visits if self.visits else None
+
+    def walk(self) -> Iterator[Node]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+Path = list[Node]  # root first, leaf last
+
+
+class MCTS:
+    name: ClassVar[str] = "mcts"
+    Knobs: ClassVar[type[MCTSKnobs]] = MCTSKnobs
+
+    def needs_prm(self, knobs: MCTSKnobs) -> bool:
+        # Only rollouts graded by the environment verifier do without it (where the task has one).
+        return not (knobs.evaluation == "rollout" and knobs.use_outcome)
+
+    def needs_outcome(self, knobs: MCTSKnobs) -> bool:
+        return not self.needs_prm(knobs)
+
+    async def run(self, ctx: SearchContext, knobs: MCTSKnobs) -> SearchResult:
+        search = TreeSearch(ctx, knobs)
+        if search.reads_prm:
+            ctx.require_verifier()  # refuse before anything is spent
+        stop = await search.run()
+        answers = search.answers()
+        return result(ctx, self.name, search.answer(answers), answers, stop, knobs, tree=tree_of(search.root))
+
+
+# --- select -------------------------------------------------------------------------------------
+
+
+def puct(parent: Node, child: Node, c_puct: float) -> float:
+    parent_mean = parent.mean if parent.mean is not None else 0.0
+    q = child.mean if child.mean is not None else parent_mean  # an unvisited child: as good as its parent
+    return q + c_puct * child.prior * math.sqrt(parent.visits) / (1 + child.visits)
+
+
+def descend(root: Node, exhausted: set[Node], c_puct: float) -> Path | None:
+    """The PUCT path from the root to a leaf not chosen yet in this iteration; None when it ran into a
+    node whose children are all exhausted (which is then exhausted too, so the next descent avoids it)."""
+    path = [root]
+    node = root
+    while node.children:
+        choices = [child for child in node.children if child not in exhausted]
+        if not choices:
+            exhausted.add(node)
+            return None
+        parent = node
+        node = max(choices, key=lambda child: puct(parent, child, c_puct))
+        path.append(node)
+    exhausted.add(node)
+    return path
+
+
+def select_leaves(root: Node, count: int, c_puct: float, virtual_loss: float) -> list[Path]:
+    """Paths to up to `count` distinct open leaves, each under virtual loss, and the finished leaves met
+    on the way (up to `count` of them, more only while no open leaf was found: each iteration that can
+    expand something does). No open leaf among them means every leaf of the tree is finished."""
+    exhausted: set[Node] = set()
+    paths: list[Path] = []
+    open_leaves = finished_leaves = 0
+    while open_leaves < count and (finished_leaves < count or open_leaves == 0) and root not in exhausted:
+        path = descend(root, exhausted, c_puct)
+        if path is None:
+            continue
+        add_virtual_loss(path, virtual_loss)
+        paths.append(path)
+        if path[-1].terminal:
+            finished_leaves += 1
+        else:
+            open_leaves += 1
+    return paths
+
+
+def add_virtual_loss(path: Path, amount: float) -> None:
+    for node in path:
+        node.visits += 1
+        node.total -= amount
+
+
+def remove_virtual_loss(path: Path, amount: float) -> None:
+    for node in path:
+        node.visits -= 1
+        node.total += amount
+
+
+# --- expand -------------------------------------------------------------------------------------
+
+
+def step_priors(continuations: Sequence[Continuation]) -> list[float]:
+    """The policy's probabilities of its sampled steps, renormalised over them: a softmax of per-token
+    log-probabilities (length-normalised, so that a long step is not punished for its length)."""
+    per_token = [max(c.logprob / max(len(c.token_ids), 1), MIN_TOKEN_LOGPROB) for c in continuations]
+    top = max(per_token)
+    weights = [math.exp(x - top) for x in per_token]
+    return [w / sum(weights) for w in weights]
+
+
+def attach_children(ctx: SearchContext, leaf: Node, continuations: Sequence[Continuation]) -> list[Node]:
+    """The leaf's children, one per distinct sampled step; a step sampled twice gets both priors."""
+    by_step: dict[tuple[int, ...], Node] = {}
+    for continuation, prior in zip(continuations, step_priors(continuations), strict=True):
+        known = by_step.get(continuation.token_ids)
+        if known is not None:
+            known.prior += prior
+        else:
+            by_step[continuation.token_ids] = Node(
+                ctx.grow(leaf.trace, continuation), continuation.text, prior, leaf
+            )
+    leaf.children = list(by_step.values())
+    return leaf.children
+
+
+# --- evaluate -----------------------------------------------------------------------------------
+
+
+def last_step_score(trace: Trace) -> float:
+    """The PRM's value of a partial solution: its last step's chance that the solution still succeeds."""
+    return trace.scores[-1] if trace.scored and trace.steps else 0.0
+
+
+# --- backup -------------------------------------------------------------------------------------
+
+
+def leaf_value(leaf: Node) -> float:
+    """What a visit to the leaf found: a finished leaf's own value, an expanded leaf's children's values
+    weighted by their priors (the leaf's value under the policy)."""
+    if not leaf.children:
+        return leaf.estimate or 0.0
+    weight = sum(child.prior for child in leaf.children)
+    return sum(child.prior * (child.estimate or 0.0) for child in leaf.children) / weight
+
+
+def backup(path: Path, found: float, virtual_loss: float) -> None:
+    remove_virtual_loss(path, virtual_loss)
+    for node in path:
+        node.visits += 1
+        node.total += found
+
+
+# --- one search ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TreeSearch:
+    """One request's tree and the iterations that grow it."""
+
+    ctx: SearchContext
+    knobs: MCTSKnobs
+    root: Node = field(default_factory=lambda: Node(Trace()))
+    pending: list[Path] = field(default_factory=list)  # paths under virtual loss in this iteration
+    solved: bool = False
+    sampled_steps: int = 0
+    sampled_step_tokens: int = 0
+
+    @property
+    def checker(self) -> Callable[[str], bool] | None:
+        return self.ctx.outcome if self.knobs.use_outcome else None
+
+    @property
+    def reads_prm(self) -> bool:
+        return not (self.knobs.evaluation == "rollout" and self.checker is not None)
+
+    async def run(self) -> StopReason:
+        iteration = 0
+        try:
+            while self.knobs.iterations is None or iteration < self.knobs.iterations:
+                # An iteration may only revisit finished leaves, without awaiting an engine: yield here so
+                # cancellation (a departed client) and other requests always get in.
+                await asyncio.sleep(0)
+                stop = await self.iterate(iteration)
+                if stop is not None:
+                    return stop
+                iteration += 1
+        except SearchStopped as stopped:
+            self.release()
+            return stopped.reason
+        return "done"
+
+    async def iterate(self, iteration: int) -> StopReason | None:
+        """One select / expand / evaluate / backup round; a stop reason when the search should end."""
+        time_left = self.ctx.budget.time_left()
+        if time_left is not None and time_left <= 0:
+            return "deadline"
+        self.pending = select_leaves(
+            self.root, self.knobs.leaves_per_iteration, self.knobs.c_puct, self.knobs.virtual_loss
+        )
+        open_paths = [path for path in self.pending if not path[-1].terminal]
+        if not open_paths:
+            self.release()
+            return self.exhausted_reason()
+        expanding = self.within_budget(open_paths)
+        if not expanding:
+            self.release()
+            return "budget"
+        children = await self.expand([path[-1] for path in expanding], iteration)
+        await self.evaluate(children, iteration)
+        for path in self.pending:
+            backup(path, leaf_value(path[-1]), self.knobs.virtual_loss)
+        self.pending = []
+        self.ctx.report(
+            "iteration",
+            iteration=iteration,
+            expanded=len(expanding),
+            new_nodes=len(children),
+            tokens_used=self.ctx.budget.used,
+            solved=self.solved,
+        )
+        return "done" if self.solved else None
+
+    def exhausted_reason(self) -> StopReason:
+        """Every leaf has ended: the search is done, unless a leaf was cut by a token limit that only the
+        budget imposed (it could not pay for a full step)."""
+        full_step = self.ctx.sampling.max_step_tokens * self.knobs.children
+        cut = any(node.trace.truncated for node in self.root.walk())
+        return "budget" if cut and self.ctx.budget.remaining < full_step else "done"
+
+    def release(self) -> None:
+        for path in self.pending:
+            remove_virtual_loss(path, self.knobs.virtual_loss)
+        self.pending = []
+
+    # --- budget planning ------------------------------------------------------------------------
+
+    def within_budget(self, open_paths: list[Path]) -> list[Path]:
+        """The open paths (best first) whose expansion and evaluation the budget can pay; the others
+        are dropped from this iteration. The prompt's own expansion is always tried: the adapters cut it
+        to the budget, as they would a first sample."""
+        kept: list[Path] = []
+        cost = 0.0
+        for path in open_paths:
+            cost += self.expansion_cost(path[-1])
+            if cost > self.ctx.budget.remaining and (kept or self.root.children):
+                break
+            kept.append(path)
+        for path in open_paths[len(kept) :]:
+            remove_virtual_loss(path, self.knobs.virtual_loss)
+            self.pending.remove(path)
+        return kept
+
+    def expansion_cost(self, leaf: Node) -> float:
+        """Budget tokens that expanding `leaf` and evaluating its children will take, roughly: steps as
+        long as those sampled so far, solutions as many steps long as the task's hint says."""
+        step = self.mean_step_tokens()
+        read_child = self.ctx.score_cost([leaf.trace]) + step + 1  # the PRM reads prompt, steps, step tags
+        cost = step + (read_child if self.knobs.evaluation != "rollout" else 0.0)
+        if self.knobs.evaluation != "prm":
+            rest_steps = max(self.ctx.hints.steps - len(leaf.trace.steps) - 1, 1)
+            cost += rest_steps * step
+            if self.checker is None:
+                cost += read_child + rest_steps * (step + 1)
+        return cost * self.knobs.children * COST_MARGIN
+
+    def mean_step_tokens(self) -> float:
+        if not self.sampled_steps:
+            return self.ctx.hints.step_tokens
+        return self.sampled_step_tokens / self.sampled_steps
+
+    # --- expand and evaluate --------------------------------------------------------------------
+
+    async def expand(self, leaves: list[Node], iteration: int) -> list[Node]:
+        prefixes = [self.ctx.prefix(leaf.trace) for leaf in leaves]
+        generation = await self.ctx.policy.expand(prefixes, self.knobs.children, self.ctx.seeded(iteration))
+        self.sampled_steps += len(leaves) * self.knobs.children
+        self.sampled_step_tokens += generation.usage.generated_tokens
+        return [
+            child
+            for leaf, row in zip(leaves, generation.continuations, strict=True)
+            for child in attach_children(self.ctx, leaf, row)
+        ]
+
+    async def evaluate(self, children: list[Node], iteration: int) -> None:
+        """Every new node's value and first visit: at most one rollout call and one verifier call."""
+        if self.knobs.evaluation != "prm":
+            await self.roll_out([child for child in children if not child.terminal], iteration)
+        await self.score_all(children)
+        for child in children:
+            child.estimate = self.estimate(child)
+            child.visits, child.total = 1, child.estimate
+        answers = [c.trace for c in children if c.terminal] + [c.rollout for c in children if c.rollout]
+        self.solved = self.solved or any(self.correct(answer) for answer in answers)
+
+    async def roll_out(self, nodes: list[Node], iteration: int) -> None:
+        if not nodes:
+            return
+        prefixes = [self.ctx.prefix(node.trace) for node in nodes]
+        generation = await self.ctx.policy.rollout(prefixes, 1, self.ctx.seeded(iteration))
+        for node, row in zip(nodes, generation.continuations, strict=True):
+            node.rollout = self.ctx.grow(node.trace, row[0])
+
+    async def score_all(self, children: list[Node]) -> None:
+        """PRM scores for every trace the grading reads, in one verifier call."""
+        nodes = [child for child in children if self.reads_step_score(child)]
+        rolled = [(c, c.rollout) for c in children if c.rollout is not None] if self.checker is None else []
+        traces = [node.trace for node in nodes] + [rollout for _, rollout in rolled]
+        if not traces:
+            return
+        scored = await score(self.ctx, traces)
+        for node, trace in zip(nodes, scored[: len(nodes)], strict=True):
+            node.trace = trace
+        for (node, _), trace in zip(rolled, scored[len(nodes) :], strict=True):
+            node.rollout = trace
+
+    def reads_step_score(self, node: Node) -> bool:
+        if node.terminal:
+            return self.checker is None  # an answer the checker cannot grade is graded by the PRM
+        return self.knobs.evaluation != "rollout"
+
+    def estimate(self, node: Node) -> float:
+        if node.terminal:
+            return self.grade_answer(node.trace)
+        step_value = last_step_score(node.trace)
+        if node.rollout is None:
+            return step_value
+        outcome = self.grade_answer(node.rollout)
+        return outcome if self.knobs.evaluation == "rollout" else (step_value + outcome) / 2
+
+    def grade_answer(self, trace: Trace) -> float:
+        if self.checker is not None:
+            return 1.0 if self.correct(trace) else 0.0
+        return value(trace, self.ctx.aggregation)
+
+    def correct(self, trace: Trace) -> bool:
+        return self.checker is not None and trace.finished and self.checker(trace.text)
+
+    # --- the answer -----------------------------------------------------------------------------
+
+    def answers(self) -> list[Trace]:
+        """Every distinct finished solution in the tree and its rollouts (a scored copy preferred)."""
+        by_tokens: dict[tuple[int, ...], Trace] = {}
+        for node in self.root.walk():
+            for trace in (node.trace, node.rollout):
+                if trace is None or not trace.finished:
+                    continue
+                key = tuple(trace.token_ids)
+                known = by_tokens.get(key)
+                if known is None or (trace.scored and not known.scored):
+                    by_tokens[key] = trace
+        return list(by_tokens.values())
+
+    def answer(self, answers: list[Trace]) -> Trace:
+        if not answers:
+            return best_by_value([node.trace for node in self.root.walk()], self.ctx.aggregation)
+        pool = [answer for answer in answers if self.correct(answer)] or answers
+        if self.knobs.final == "visits":
+            end = most_visited_end(self.root).trace.token_ids
+            # compared by tokens: the pool may hold the scored rollout that reached the same solution
+            chosen = next((answer for answer in pool if answer.token_ids == end), None)
+            if chosen is not None:
+                return chosen
+        return best_by_value(pool, self.ctx.aggregation)
+
+
+def most_visited_end(root: Node) -> Node:
+    node = root
+    while node.children:
+        node = max(node.children, key=lambda child: (child.visits, child.mean or 0.0))
+    return node
+
+
+# --- the reported tree ----------------------------------------------------------------------------
+
+
+def tree_of(root: Node, limit: int = TREE_LIMIT) -> dict[str, Any]:
+    """The tree as JSON-able dicts: the visited nodes, most visited first, at most `limit` of them."""
+    return describe(root, visited_nodes(root, limit))
+
+
+def visited_nodes(root: Node, limit: int) -> set[Node]:
+    kept = {root}
+    frontier = deque([root])
+    while frontier and len(kept) < limit:
+        for child in by_visits(frontier.popleft().children):
+            if child.visits > 0 and len(kept) < limit:
+                kept.add(child)
+                frontier.append(child)
+    return kept
+
+
+def by_visits(nodes: list[Node]) -> list[Node]:
+    return sorted(nodes, key=lambda node: node.visits, reverse=True)
+
+
+def describe(node: Node, kept: set[Node]) -> dict[str, Any]:
+    return {
+        "step": node.step,
+        "prior": node.prior,
+        "visits": node.visits,
+        "value": node.mean,
+        "terminal": node.terminal,
+        "finished": node.trace.finished,
+        "children": [describe(child, kept) for child in by_visits(node.children) if child in kept],
+    }
