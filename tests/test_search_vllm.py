@@ -1,0 +1,119 @@
+"""Every strategy end to end on the real vLLM policy and PRM engines with the shipped default models."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from engines.base import Sampling
+from engines.vllm_engine import VLLMPolicyEngine
+from searchers.controller import Controller, SearchRequest
+from tasks.sets import load_eval_set
+from verifiers.countdown import split_steps
+from verifiers.vllm_prm import VLLMPRM
+
+pytestmark = pytest.mark.engine
+
+TASKS = load_eval_set(4, limit=2)
+STRATEGIES: list[tuple[str, dict[str, Any]]] = [
+    ("greedy", {}),
+    ("best_of_n", {}),
+    ("best_of_n", {"select": "vote", "adaptive": True}),
+    ("best_of_n", {"select": "weighted_vote", "n": 6}),
+    ("best_of_n", {"select": "outcome", "n": 6}),
+    ("beam", {}),
+    ("dvts", {}),
+    ("mcts", {}),
+    ("mcts", {"evaluation": "prm+rollout"}),
+    ("revision", {}),
+    ("auto", {"accept": 1.0}),
+]
+
+
+def make_request(
+    policy: VLLMPolicyEngine, strategy: str, knobs: dict[str, Any], budget: int, **extra: Any
+) -> Any:
+    task = TASKS[extra.pop("task", 0)]
+    return SearchRequest(
+        prompt_ids=tuple(policy.encode(task.prompt)),
+        prompt_text=task.prompt,
+        request_id=extra.pop("request_id", f"t-{strategy}"),
+        strategy=strategy,
+        budget=budget,
+        knobs=knobs,
+        sampling=Sampling(seed=3),
+        **extra,
+    )
+
+
+def idle(policy: VLLMPolicyEngine, prm: VLLMPRM) -> bool:
+    return (
+        policy.engine.output_processor.get_num_unfinished_requests() == 0
+        and prm.engine.output_processor.get_num_unfinished_requests() == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("strategy", "knobs"), STRATEGIES, ids=[f"{s}-{i}" for i, (s, _) in enumerate(STRATEGIES)]
+)
+async def test_every_strategy_runs_on_the_real_engines_within_budget(
+    policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM, strategy: str, knobs: dict[str, Any]
+) -> None:
+    controller = Controller(policy_engine, prm_engine)
+    budget = 900
+    found = await controller.run(make_request(policy_engine, strategy, knobs, budget))
+    assert found.usage.generated_tokens + found.usage.scored_tokens <= budget
+    assert found.usage.generated_tokens > 0 and found.usage.policy_calls > 0
+    assert found.best.finished and split_steps(found.text), found
+    assert found.text == "".join(found.best.texts)
+    if strategy not in ("greedy",) and knobs.get("select") not in ("vote", "outcome"):
+        assert found.usage.scored_tokens > 0 and found.score is not None
+    assert idle(policy_engine, prm_engine)
+
+
+async def test_step_level_search_reuses_the_prefix_cache(
+    policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
+) -> None:
+    controller = Controller(policy_engine, prm_engine)
+    found = await controller.run(make_request(policy_engine, "beam", {"beams": 16}, 20_000, task=1))
+    assert found.usage.cached_prompt_tokens > 0
+
+
+async def test_concurrent_searches_share_the_engines(
+    policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
+) -> None:
+    controller = Controller(policy_engine, prm_engine)
+    requests = [
+        make_request(policy_engine, s, {}, 600, task=i % 2, request_id=f"t-many-{i}")
+        for i, s in enumerate(["best_of_n", "beam", "mcts", "revision", "dvts", "auto"])
+    ]
+    results = await asyncio.gather(*(controller.run(r) for r in requests))
+    assert all(r.usage.generated_tokens + r.usage.scored_tokens <= 600 for r in results)
+    assert idle(policy_engine, prm_engine)
+
+
+@pytest.mark.parametrize("strategy", ["best_of_n", "beam", "mcts", "revision"])
+async def test_a_cancelled_search_leaves_the_engines_idle(
+    policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM, strategy: str
+) -> None:
+    controller = Controller(policy_engine, prm_engine)
+    request = make_request(policy_engine, strategy, {}, 60_000, request_id=f"t-gone-{strategy}")
+    task = asyncio.create_task(controller.run(request))
+    await asyncio.sleep(0.4)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)
+    assert idle(policy_engine, prm_engine)
+
+
+async def test_a_deadline_ends_the_search_with_its_best_so_far(
+    policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
+) -> None:
+    controller = Controller(policy_engine, prm_engine)
+    found = await controller.run(make_request(policy_engine, "best_of_n", {"n": 1000}, 60_000, timeout_s=1.0))
+    assert found.stop_reason == "deadline"
+    await asyncio.sleep(0.3)
+    assert idle(policy_engine, prm_engine)
