@@ -56,6 +56,12 @@ class AutoTable:
         return str(choice["strategy"]), dict(choice.get("knobs", {}))
 
     @classmethod
+    def for_models(cls, models: Path) -> AutoTable | None:
+        """The table measured on these models (`MODELS/auto_table.json`), if one was."""
+        path = models / "auto_table.json"
+        return cls.load(path) if path.exists() else None
+
+    @classmethod
     def load(cls, path: Path) -> AutoTable:
         data = json.loads(path.read_text())
         return cls(list(data["bins"]), list(data["budgets"]), dict(data["choices"]))

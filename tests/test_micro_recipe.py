@@ -38,6 +38,8 @@ def test_micro_recipe_produces_checkpoints_vllm_serves(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (out / "prm_data.jsonl").read_text().splitlines()]
     assert records and all({"prompt", "completions", "labels"} <= set(r) for r in records)
     assert all(len(r["labels"]) == len(r["completions"]) for r in records)
+    exact = [json.loads(line) for line in (out / "prm_data_exact.jsonl").read_text().splitlines()]
+    assert exact and all(len(r["soft_labels"]) == len(r["completions"]) for r in exact)
     stages = {json.loads(line).get("stage") for line in (out / "metrics.jsonl").read_text().splitlines()}
     assert {"policy_sft", "prm"} <= stages
     assert (out / "training.png").stat().st_size > 1000

@@ -51,3 +51,30 @@ async def test_fake_engine_is_deterministic_and_counts_usage() -> None:
     assert first.usage.generated_tokens == sum(
         len(c.token_ids) + (c.finish == "end") for row in first.continuations for c in row
     )
+
+
+async def test_exact_only_labels_leave_unknown_values_out() -> None:
+    """rollouts=0: illegal steps and dead ends are 0, finished solutions graded, the rest unknown."""
+    from tasks.countdown import SolutionCounter
+
+    engine = FakeEngine(slip=0.3, seed=3)
+    problems = generate(4, 10, seed=9)
+    labelled = await label_problems(
+        engine, problems, samples=3, rollouts=0, sampling=Sampling(seed=1), request_id="x"
+    )
+    unknown = 0
+    for item in labelled:
+        counter = SolutionCounter(item.problem.target)
+        for k, label in enumerate(item.soft_labels):
+            state = legal_prefix_state(item.problem, item.steps[: k + 1])
+            if state is None or (k < len(item.steps) - 1 and counter.count(state) == 0):
+                assert label == 0.0
+            elif k == len(item.steps) - 1:
+                assert label == float(item.correct)
+            else:
+                assert label is None
+                unknown += 1
+    assert unknown > 0
+    assert engine.calls == 1  # sampling only: no rollouts were spent
+    record = labelled[0].record()
+    assert record["labels"] == [None if s is None else s > 0 for s in record["soft_labels"]]
