@@ -14,14 +14,14 @@ import json
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from engines.base import Sampling
-from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
+from engines.vllm_engine import VLLMPolicyEngine
+from ponder.pair import Pair
 from tasks.countdown import Problem
 from tasks.datasets import countdown_problem
 from tasks.sets import load_eval_set
@@ -30,27 +30,10 @@ from training.prm_data import label_problems
 from verifiers.aggregate import aggregate
 from verifiers.countdown import check_solution
 from verifiers.prm import Candidate, split_steps_ids
-from verifiers.vllm_prm import VLLMPRM
 
 from .metrics import auroc, wilson_interval
 
 CHUNK = 50  # problems per engine call: a progress bar that moves, and bounded in-flight requests
-
-
-@dataclass
-class Pair:
-    policy: VLLMPolicyEngine
-    prm: VLLMPRM
-
-    @classmethod
-    def start(cls, models: Path, kv_cache_gib: float = 2.0) -> Pair:
-        policy = VLLMPolicyEngine.start(VLLMConfig(model=str(models / "policy"), kv_cache_gib=kv_cache_gib))
-        prm = VLLMPRM.start(VLLMConfig(model=str(models / "prm"), kv_cache_gib=kv_cache_gib))
-        return cls(policy, prm)
-
-    def shutdown(self) -> None:
-        self.policy.shutdown()
-        self.prm.shutdown()
 
 
 async def _solutions(

@@ -29,8 +29,9 @@ from typing import Any
 from tqdm import tqdm
 
 from engines.base import Sampling
-from evaluation.foundation import Pair, engine_throughput
+from evaluation.foundation import engine_throughput
 from evaluation.metrics import wilson_interval
+from ponder.pair import Pair
 from searchers.auto import AutoTable
 from searchers.controller import Controller, Limits, SearchRequest
 from searchers.registry import default_searchers
@@ -294,7 +295,9 @@ async def sweep(
     configs: Sequence[Config],
     multiples: Sequence[float],
     concurrency: int,
+    log_path: Path | None = None,
 ) -> dict[str, Any]:
+    """All points; each is also appended to `log_path` as it completes (a long run keeps its progress)."""
     bench = await engine_throughput(pair.policy)
     engine_tps = float(bench["engine_generated_tokens_per_s"])
     controller = make_controller(pair)
@@ -307,6 +310,9 @@ async def sweep(
             points.append(summarize(found, wall, engine_tps, unit))
             outcomes += found
             tqdm.write(json.dumps({k: points[-1][k] for k in ("strategy", "budget_multiple", "accuracy")}))
+            if log_path is not None:
+                with log_path.open("a") as handle:
+                    handle.write(json.dumps(points[-1]) + "\n")
     searched = [o for o in outcomes if o.label != "greedy"]
     auto_points, auto_outcomes = await evaluate_auto(
         pair, tasks, probe, greedy, searched, multiples, unit, concurrency, engine_tps
@@ -337,7 +343,11 @@ def search_results(
     pair = Pair.start(models)
     started = time.time()
     try:
-        report = asyncio.run(sweep(pair, tasks, configs, multiples, concurrency))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        log_path = out.with_name(out.stem + "-progress.jsonl")
+        log_path.unlink(missing_ok=True)
+        report = asyncio.run(sweep(pair, tasks, configs, multiples, concurrency, log_path))
+        log_path.unlink(missing_ok=True)
     finally:
         pair.shutdown()
     meta = {

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -29,36 +30,23 @@ STRATEGY_LABELS = (
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Until the HTTP server lands: start both engines on the models and solve one problem end to end."""
-    from engines.base import Sampling
-    from evaluation.foundation import Pair
-    from tasks.countdown import parse_prompt
-    from verifiers.countdown import check_solution
-    from verifiers.prm import Candidate, split_steps_ids
+    """Start both engines on the models and serve the OpenAI-compatible API on uvicorn."""
+    from server.main import ServerConfig, serve
 
-    problem = parse_prompt(args.prompt)
-    if problem is None:
-        print(f"not a Countdown prompt: {args.prompt!r} (expected e.g. '3 7 9 13 -> 24')", file=sys.stderr)
-        return 2
-    pair = Pair.start(args.models)
-
-    async def solve() -> None:
-        prompt = pair.policy.encode(problem.prompt())
-        generation = await pair.policy.rollout(
-            [prompt], 1, Sampling(temperature=0.0, logprobs=False), "smoke"
+    serve(
+        ServerConfig(
+            models=args.models,
+            host=args.host,
+            port=args.port,
+            model_name=args.model_name,
+            api_key=args.api_key or os.environ.get("PONDER_API_KEY") or None,
+            default_strategy=args.default_strategy,
+            default_budget=args.default_budget,
+            max_budget=args.max_budget,
+            max_running=args.max_running,
+            max_queued=args.max_queued,
         )
-        solution = generation.continuations[0][0]
-        steps = tuple(split_steps_ids(solution.token_ids, pair.policy.step_token_id))
-        scores = await pair.prm.score([Candidate(tuple(prompt), steps)], "smoke-prm")
-        print(problem.prompt() + solution.text, end="" if solution.text.endswith("\n") else "\n")
-        print(f"correct: {check_solution(problem, solution.text).correct}")
-        print(f"PRM step scores: {[round(s, 3) for s in scores.step_scores[0]]}")
-        print(f"usage: {json.dumps(generation.usage.as_dict())}")
-
-    try:
-        asyncio.run(solve())
-    finally:
-        pair.shutdown()
+    )
     return 0
 
 
@@ -97,6 +85,18 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_replay(args: argparse.Namespace) -> int:
+    from evaluation.replay import replay
+    from tasks.sets import load_eval_set
+
+    tasks = load_eval_set(args.tier, limit=args.problems)
+    report = asyncio.run(
+        replay(args.server, tasks, args.strategy, args.budget, args.concurrency, args.api_key)
+    )
+    print(json.dumps(report, indent=2))
+    return 0 if report["failed"] == 0 else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
     from evaluation.foundation import engine_throughput
@@ -117,9 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ponder", description="Ponder: inference-time search on vLLM.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="start on the models (for now: a smoke generation + PRM scoring)")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the OpenAI-compatible search API (uvicorn) on the models",
+        description="Start the vLLM policy and PRM engines on MODELS and serve /v1/chat/completions, "
+        "/v1/completions, /v1/models, /health and /metrics.",
+    )
     serve.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/")
-    serve.add_argument("--prompt", default="3 7 9 13 -> 24", help="a Countdown problem to solve")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model-name", default="ponder-default", help="the model id clients ask for")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 (or set PONDER_API_KEY)")
+    serve.add_argument("--default-strategy", default="auto", help="strategy when a request names none")
+    serve.add_argument("--default-budget", type=int, default=1024, help="tokens when a request names none")
+    serve.add_argument("--max-budget", type=int, default=65_536, help="largest budget a request may ask")
+    serve.add_argument("--max-running", type=int, default=64, help="searches run at once")
+    serve.add_argument("--max-queued", type=int, default=256, help="searches waiting before 429s")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("train", help="train policy and PRM from a recipe (ponder train --help)", add_help=False)
@@ -156,6 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--no-table", action="store_true", help="do not write auto's table")
     search.set_defaults(func=cmd_eval_search)
+
+    rep = suites.add_parser(
+        "replay",
+        help="replay a held-out task set through a running server (graded into its metrics)",
+        description="Send each task to SERVER's /v1/completions with a strategy, a budget and the reference "
+        "answer, so the server counts graded outcomes (ponder_graded_total) and this prints the accuracy.",
+    )
+    rep.add_argument("--server", required=True, help="base URL, e.g. http://127.0.0.1:8000")
+    rep.add_argument("--tier", type=int, default=4, choices=[3, 4, 5])
+    rep.add_argument("--problems", type=int, default=100)
+    rep.add_argument("--strategy", default="auto")
+    rep.add_argument("--budget", type=int, default=1024)
+    rep.add_argument("--concurrency", type=int, default=8)
+    rep.add_argument("--api-key", default=os.environ.get("PONDER_API_KEY"))
+    rep.set_defaults(func=cmd_eval_replay)
 
     bench = sub.add_parser("bench", help="raw policy-engine throughput (the reference for the search layer)")
     bench.add_argument("--models", type=Path, default=DEFAULT_MODELS)

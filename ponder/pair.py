@@ -1,0 +1,30 @@
+"""The policy and PRM engines of one model directory, started and stopped together.
+
+Contract: `Pair.start(models)` starts the vLLM policy engine on MODELS/policy and the vLLM PRM on
+MODELS/prm (in-process `AsyncLLM`s); `shutdown()` stops both. Used by `ponder serve`, `ponder eval`
+and `ponder bench`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
+from verifiers.vllm_prm import VLLMPRM
+
+
+@dataclass
+class Pair:
+    policy: VLLMPolicyEngine
+    prm: VLLMPRM
+
+    @classmethod
+    def start(cls, models: Path, kv_cache_gib: float = 2.0) -> Pair:
+        policy = VLLMPolicyEngine.start(VLLMConfig(model=str(models / "policy"), kv_cache_gib=kv_cache_gib))
+        prm = VLLMPRM.start(VLLMConfig(model=str(models / "prm"), kv_cache_gib=kv_cache_gib))
+        return cls(policy, prm)
+
+    def shutdown(self) -> None:
+        self.policy.shutdown()
+        self.prm.shutdown()

@@ -1,0 +1,180 @@
+"""The HTTP protocol: OpenAI's request and response shapes, plus Ponder's `search` object.
+
+Contract: pydantic models validate every request body (wrong types, out-of-range values and unknown
+`search` fields are refused; unknown OpenAI fields are ignored, as OpenAI's own server does). The
+`search` object is what clients send through `extra_body`; the response carries a `search` object
+with what the search did. Usage counts every token the search spent.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from verifiers.aggregate import Aggregation
+
+
+class SearchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str | None = Field(
+        default=None, description="greedy, best_of_n, beam, dvts, mcts, revision or auto"
+    )
+    budget: int | None = Field(
+        default=None, ge=1, description="tokens the models may compute (generated + PRM-scored)"
+    )
+    knobs: dict[str, Any] = Field(default_factory=dict, description="the strategy's explicit settings")
+    aggregation: Aggregation = "last"
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_verifier_calls: int | None = Field(default=None, ge=1)
+    reference: str | None = Field(
+        default=None, description="the reference answer: the outcome is graded and counted"
+    )
+    return_candidates: bool = False
+    return_tree: bool = False
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class SamplingFields(BaseModel):
+    """OpenAI's sampling fields shared by both endpoints."""
+
+    model: str
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    n: int = Field(default=1, ge=1, le=16)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    search: SearchOptions | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def at_most_four_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return value
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[dict[str, Any]]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[str] = Field(min_length=1)
+
+    def token_limit(self) -> int | None:
+        return self.max_tokens
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
+class UsageInfo(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
+    completion_tokens_details: CompletionTokensDetails = Field(default_factory=CompletionTokensDetails)
+    scored_tokens: int = 0  # Ponder: tokens the PRM read
+
+
+class SearchReport(BaseModel):
+    strategy: str
+    stop_reason: str
+    budget: int
+    candidates: int
+    score: float | None = None
+    knobs: dict[str, Any] = Field(default_factory=dict)
+    correct: bool | None = None  # against `search.reference`, when given
+    candidate_texts: list[dict[str, Any]] | None = None
+    tree: dict[str, Any] | None = None
+
+
+class ChatMessageOut(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessageOut
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str = Field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageInfo
+    search: SearchReport | list[SearchReport]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str = Field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo
+    search: SearchReport | list[SearchReport]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    owned_by: str = "ponder"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

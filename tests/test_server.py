@@ -1,0 +1,198 @@
+"""The HTTP layer on the deterministic fake engines (fast): shapes, errors, auth, streaming, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from engines.fake import FakeEngine
+from server.main import ServerConfig, create_app
+from verifiers.fake import FakePRM
+
+PROMPT = "3 7 9 13 -> 24"
+
+
+def client(api_key: str | None = None, engine: Any = None, **config: Any) -> httpx.AsyncClient:
+    app = create_app(
+        ServerConfig(models=Path("/nonexistent"), api_key=api_key, **config),
+        engine or FakeEngine(),
+        FakePRM(),
+    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def chat_body(**extra: Any) -> dict[str, Any]:
+    return {"model": "ponder-default", "messages": [{"role": "user", "content": PROMPT}], **extra}
+
+
+async def test_chat_completion_has_openai_shape_and_search_report() -> None:
+    async with client() as c:
+        r = await c.post(
+            "/v1/chat/completions", json=chat_body(search={"strategy": "beam", "budget": 2000}, seed=1)
+        )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["role"] == "assistant"
+    assert body["choices"][0]["message"]["content"].strip()
+    assert body["search"]["strategy"] == "beam" and body["search"]["stop_reason"] in ("done", "budget")
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["completion_tokens_details"]["reasoning_tokens"] < usage["completion_tokens"]
+    assert usage["completion_tokens"] + usage["scored_tokens"] <= 2000
+    assert r.headers["x-request-id"]
+
+
+async def test_model_suffix_picks_the_strategy_and_completions_work() -> None:
+    async with client() as c:
+        r = await c.post(
+            "/v1/completions", json={"model": "ponder-default:dvts", "prompt": PROMPT + "\n", "n": 2}
+        )
+    body = r.json()
+    assert r.status_code == 200, r.text
+    assert body["object"] == "text_completion" and len(body["choices"]) == 2
+    assert [s["strategy"] for s in body["search"]] == ["dvts", "dvts"]
+
+
+async def test_models_lists_the_strategy_suffixes() -> None:
+    async with client() as c:
+        ids = [m["id"] for m in (await c.get("/v1/models")).json()["data"]]
+    assert "ponder-default" in ids and "ponder-default:mcts" in ids
+
+
+BAD_REQUESTS: list[tuple[str, Any, int, str | None]] = [
+    ("bad json", b"{not json", 400, None),
+    ("wrong type", chat_body(temperature="hot"), 400, "temperature"),
+    ("empty messages", {"model": "ponder-default", "messages": []}, 400, "messages"),
+    ("no user text", chat_body(messages=[{"role": "user", "content": "   "}]), 400, "messages"),
+    ("budget out of range", chat_body(search={"budget": 10**9}), 400, "search.budget"),
+    ("budget zero", chat_body(search={"budget": 0}), 400, "search.budget"),
+    ("unknown strategy", chat_body(search={"strategy": "magic"}), 400, "search.strategy"),
+    ("unknown knob", chat_body(search={"strategy": "beam", "knobs": {"width": 3}}), 400, "search.knobs"),
+    ("unknown search field", chat_body(search={"bugdet": 5}), 400, "search.bugdet"),
+    (
+        "greedy only at temperature 0",
+        chat_body(temperature=0, search={"strategy": "beam"}),
+        400,
+        "temperature",
+    ),
+    ("unknown model", chat_body(model="gpt-5"), 404, "model"),
+    ("too many stops", chat_body(stop=["a", "b", "c", "d", "e"]), 400, "stop"),
+    ("n out of range", chat_body(n=0), 400, "n"),
+    (
+        "prompt too long",
+        chat_body(messages=[{"role": "user", "content": "9 " * 400 + "-> 5"}]),
+        400,
+        "messages",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "status", "param"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+async def test_bad_input_gets_an_openai_error(name: str, body: Any, status: int, param: str | None) -> None:
+    class ShortContext(FakeEngine):
+        async def expand(self, prefixes: Any, *args: Any) -> Any:
+            from engines.base import validate_prefixes
+
+            validate_prefixes(prefixes, 256, 10_000)
+            return await super().expand(prefixes, *args)
+
+        async def rollout(self, prefixes: Any, *args: Any) -> Any:
+            from engines.base import validate_prefixes
+
+            validate_prefixes(prefixes, 256, 10_000)
+            return await super().rollout(prefixes, *args)
+
+    async with client(engine=ShortContext()) as c:
+        if isinstance(body, bytes):
+            r = await c.post(
+                "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+            )
+        else:
+            r = await c.post("/v1/chat/completions", json=body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if param is not None:
+        assert error["param"] == param, error
+    assert r.headers["x-should-retry"] == "false"
+
+
+async def test_api_key_is_required_on_v1_only() -> None:
+    async with client(api_key="sekret") as c:
+        assert (await c.post("/v1/chat/completions", json=chat_body())).status_code == 401
+        bad = await c.post("/v1/chat/completions", json=chat_body(), headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401 and bad.json()["error"]["type"] == "authentication_error"
+        ok = await c.post(
+            "/v1/chat/completions",
+            json=chat_body(search={"budget": 300}),
+            headers={"Authorization": "Bearer sekret"},
+        )
+        assert ok.status_code == 200
+        assert (await c.get("/health")).status_code == 200
+        assert (await c.get("/metrics")).status_code == 200
+
+
+async def test_saturation_gets_429_with_retry_after() -> None:
+    class Slow(FakeEngine):
+        async def rollout(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.3)
+            return await super().rollout(*args, **kwargs)
+
+    async with client(engine=Slow(), max_running=1, max_queued=1) as c:
+        body = chat_body(search={"strategy": "greedy"})
+        results = await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(4)))
+    statuses = sorted(r.status_code for r in results)
+    assert statuses.count(200) == 2 and statuses.count(429) == 2
+    limited = next(r for r in results if r.status_code == 429)
+    assert limited.headers["retry-after"] and limited.json()["error"]["type"] == "rate_limit_error"
+
+
+async def test_streaming_sends_progress_then_the_answer_then_done() -> None:
+    body = chat_body(
+        stream=True, stream_options={"include_usage": True}, search={"strategy": "beam", "budget": 2000}
+    )
+    async with client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+        lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert any("ponder" in c for c in chunks), "search progress is streamed"
+    text = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks if ch["choices"])
+    assert text.strip()
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
+
+
+async def test_reference_answers_are_graded_into_metrics() -> None:
+    async with client() as c:
+        for _ in range(2):
+            await c.post(
+                "/v1/chat/completions", json=chat_body(search={"strategy": "best_of_n", "reference": "24"})
+            )
+        text = (await c.get("/metrics")).text
+    assert 'ponder_graded_total{budget_bucket="1024",outcome=' in text
+    assert (
+        'ponder_requests_total{endpoint="/v1/chat/completions",status="200",strategy="best_of_n"} 2.0' in text
+    )
+    for name in (
+        "ponder_request_duration_seconds_bucket",
+        "ponder_tokens_total",
+        "ponder_budget_utilisation_ratio_bucket",
+        "ponder_search_stops_total",
+        "ponder_searches_in_flight",
+        "ponder_searches_queued",
+    ):
+        assert name in text, name
+
+
+async def test_health_reports_a_dead_engine() -> None:
+    engine = FakeEngine()
+    async with client(engine=engine) as c:
+        assert (await c.get("/health")).status_code == 200
+        engine.is_healthy = False  # type: ignore[attr-defined]
+        r = await c.get("/health")
+    assert r.status_code == 503 and r.json()["engines"]["policy"] is False

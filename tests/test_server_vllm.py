@@ -1,0 +1,179 @@
+"""The server end to end: a real uvicorn server on the real vLLM engines, driven by the official client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import pytest_asyncio
+import uvicorn
+
+from engines.vllm_engine import VLLMPolicyEngine
+from ponder.defaults import DEFAULT_MODELS
+from server.main import ServerConfig, create_app
+from verifiers.vllm_prm import VLLMPRM
+
+pytestmark = pytest.mark.engine
+
+PROMPT = "3 7 9 13 -> 24"
+STRATEGIES = ["greedy", "best_of_n", "beam", "dvts", "mcts", "revision", "auto"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def server_url(policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM) -> AsyncIterator[str]:
+    app = create_app(ServerConfig(models=DEFAULT_MODELS), policy_engine, prm_engine)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+def idle(policy: VLLMPolicyEngine, prm: VLLMPRM) -> bool:
+    return (
+        policy.engine.output_processor.get_num_unfinished_requests() == 0
+        and prm.engine.output_processor.get_num_unfinished_requests() == 0
+    )
+
+
+def spent(usage: Any) -> int:
+    return int(usage.completion_tokens) + int(usage.model_extra["scored_tokens"])
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_every_strategy_through_chat(server_url: str, strategy: str, stream: bool) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{server_url}/v1", api_key="none")
+    search = {"strategy": strategy, "budget": 700}
+    if not stream:
+        r = await client.chat.completions.create(
+            model="ponder-default",
+            messages=[{"role": "user", "content": PROMPT}],
+            seed=2,
+            extra_body={"search": search},
+        )
+        assert r.choices[0].message.content and r.choices[0].finish_reason in ("stop", "length")
+        assert spent(r.usage) <= 700
+        assert r.model_extra["search"]["strategy"] == strategy
+        return
+    chunks = [
+        chunk
+        async for chunk in await client.chat.completions.create(
+            model="ponder-default",
+            messages=[{"role": "user", "content": PROMPT}],
+            stream=True,
+            stream_options={"include_usage": True},
+            seed=2,
+            extra_body={"search": search},
+        )
+    ]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-1].usage is not None and spent(chunks[-1].usage) <= 700
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_every_strategy_through_completions(server_url: str, strategy: str, stream: bool) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{server_url}/v1", api_key="none")
+    model = f"ponder-default:{strategy}"  # the suffix, for clients that cannot send extra fields
+    if not stream:
+        r = await client.completions.create(model=model, prompt=PROMPT + "\n", max_tokens=200, seed=4)
+        assert r.choices[0].text and r.model_extra["search"]["strategy"] == strategy
+        usage = r.usage
+        assert usage is not None and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+        return
+    texts = [
+        c.choices[0].text
+        async for c in await client.completions.create(model=model, prompt=PROMPT + "\n", stream=True, seed=4)
+        if c.choices
+    ]
+    assert "".join(texts).strip()
+
+
+async def test_the_sync_client_works_too(server_url: str) -> None:
+    def call() -> Any:
+        client = openai.OpenAI(base_url=f"{server_url}/v1", api_key="none")
+        return client.chat.completions.create(
+            model="ponder-default:best_of_n",
+            messages=[{"role": "user", "content": PROMPT}],
+            max_completion_tokens=200,
+        )
+
+    r = await asyncio.to_thread(call)  # the server runs on this event loop: keep it free
+    assert r.choices[0].message.content and r.usage.prompt_tokens_details.cached_tokens >= 0
+
+
+async def test_bad_requests_are_not_retried_by_the_client(server_url: str) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{server_url}/v1", api_key="none", max_retries=2)
+    async with httpx.AsyncClient() as http:
+        before = (await http.get(f"{server_url}/metrics")).text.count('status="400"')
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(
+            model="ponder-default",
+            messages=[{"role": "user", "content": PROMPT}],
+            extra_body={"search": {"budget": 0}},
+        )
+    assert caught.value.body["param"] == "search.budget"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": PROMPT}])
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{server_url}/metrics")).text
+    assert (
+        'ponder_requests_total{endpoint="/v1/chat/completions",status="400",strategy="auto"} 1.0' in metrics
+        or (metrics.count('status="400"') == before + 1)
+    )
+
+
+async def test_a_client_that_gives_up_stops_its_search(
+    server_url: str, policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
+) -> None:
+    body = {
+        "model": "ponder-default",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "search": {"strategy": "best_of_n", "budget": 60_000, "knobs": {"n": 1000}},
+    }
+    async with httpx.AsyncClient(timeout=0.5) as http:
+        with pytest.raises(httpx.TimeoutException):
+            await http.post(f"{server_url}/v1/chat/completions", json=body)
+    for _ in range(40):  # the server notices within its poll interval, then aborts
+        await asyncio.sleep(0.25)
+        if idle(policy_engine, prm_engine):
+            break
+    assert idle(policy_engine, prm_engine)
+
+
+async def test_health_and_request_ids(server_url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        health = await http.get(f"{server_url}/health")
+        models = await http.get(f"{server_url}/v1/models", headers={"X-Request-Id": "abc123"})
+    assert health.status_code == 200 and health.json()["engines"] == {"policy": True, "prm": True}
+    assert models.headers["x-request-id"] == "abc123"
+
+
+async def test_replaying_a_task_set_counts_graded_outcomes(server_url: str) -> None:
+    from evaluation.replay import replay
+    from tasks.sets import load_eval_set
+
+    report = await replay(server_url, load_eval_set(4, limit=4), "best_of_n", 400, concurrency=4)
+    assert report["failed"] == 0 and 0.0 <= report["accuracy"] <= 1.0
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{server_url}/metrics")).text
+    graded = [
+        line for line in metrics.splitlines() if line.startswith('ponder_graded_total{budget_bucket="512"')
+    ]
+    assert sum(float(line.split()[-1]) for line in graded) >= 4
