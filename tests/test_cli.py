@@ -26,5 +26,13 @@ def test_unknown_recipe_is_a_clear_error() -> None:
     assert "unknown recipe 'nope'" in result.stderr and "micro" in result.stderr
 
 
-def test_serve_rejects_a_non_countdown_prompt_before_starting_engines() -> None:
-    assert main(["serve", "--prompt", "hello"]) == 2
+def test_serve_help_names_its_settings() -> None:
+    text = subprocess.run(
+        [sys.executable, "-m", "ponder.cli", "serve", "--help"], capture_output=True, text=True
+    ).stdout
+    for flag in ("--models", "--port", "--api-key", "--default-strategy", "--default-budget", "--max-queued"):
+        assert flag in text
+
+
+def test_eval_search_refuses_unknown_strategies() -> None:
+    assert main(["eval", "search", "--strategies", "nope", "--problems", "1"]) == 2
