@@ -53,17 +53,17 @@ class Beam:
         stop: StopReason = "done"
         try:
             frontier = await self.first_steps(ctx, n, m)
+            frontier = await scored(ctx, frontier)
             for depth in range(1, knobs.max_depth):
-                finished += [b.trace for b in frontier if b.trace.finished or b.trace.truncated]
-                kept = self.keep(
-                    ctx, [b for b in frontier if not (b.trace.finished or b.trace.truncated)], n, m
-                )
+                finished += [b.trace for b in frontier if b.trace.ended]
+                kept = self.keep(ctx, [b for b in frontier if not b.trace.ended], n, m)
                 ctx.report("step", depth=depth, finished=len(finished), beams=len(kept))
                 if not kept:
                     break
                 frontier = await self.expand(ctx, kept, m, depth)
+                frontier = await scored(ctx, frontier)
         except SearchStopped as stopped:
-            stop = stopped.reason
+            stop = stopped.reason  # an unscored frontier stays: its finished solutions are still answers
         candidates = finished + [b.trace for b in frontier if b.trace not in finished]
         if not candidates:
             return result(ctx, self.name, Trace(), [], stop, knobs)
@@ -71,7 +71,7 @@ class Beam:
 
     async def first_steps(self, ctx: SearchContext, n: int, m: int) -> list[Branch]:
         generation = await ctx.policy.expand([ctx.prompt_ids], n, ctx.seeded(0))
-        traces = await score(ctx, [ctx.grow(Trace(), c) for c in generation.continuations[0]])
+        traces = [ctx.grow(Trace(), c) for c in generation.continuations[0]]
         # DVTS: consecutive groups of M first steps form the N/M subtrees
         return [Branch(t, i // m if self.diverse else 0) for i, t in enumerate(traces)]
 
@@ -87,13 +87,17 @@ class Beam:
 
     async def expand(self, ctx: SearchContext, kept: list[Branch], m: int, depth: int) -> list[Branch]:
         generation = await ctx.policy.expand([ctx.prefix(b.trace) for b in kept], m, ctx.seeded(depth))
-        children = [
+        return [
             Branch(ctx.grow(beam.trace, c), beam.group)
             for beam, row in zip(kept, generation.continuations, strict=True)
             for c in row
         ]
-        traces = await score(ctx, [c.trace for c in children])
-        return [Branch(t, c.group) for t, c in zip(traces, children, strict=True)]
+
+
+async def scored(ctx: SearchContext, branches: list[Branch]) -> list[Branch]:
+    """The branches with PRM scores, in one verifier call."""
+    traces = await score(ctx, [b.trace for b in branches])
+    return [Branch(t, b.group) for t, b in zip(traces, branches, strict=True)]
 
 
 def path_cost(ctx: SearchContext) -> float:

@@ -66,7 +66,9 @@ class BestOfN:
                     break
                 generation = await ctx.policy.rollout([ctx.prompt_ids], want, ctx.seeded(round_index))
                 new = [ctx.grow(Trace(), c) for c in generation.continuations[0]]
-                traces += await score(ctx, new) if needs_prm else new
+                traces += new  # kept even if scoring them is refused: unscored answers still count
+                if needs_prm:
+                    traces[-len(new) :] = await score(ctx, new)
                 mean_tokens = generation.usage.generated_tokens / want
                 cost = sample_cost(ctx, mean_tokens, needs_prm)
                 ctx.report("samples", count=len(traces))

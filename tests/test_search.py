@@ -350,3 +350,14 @@ async def test_a_cancelled_search_aborts_its_engine_requests(strategy: str) -> N
     with pytest.raises(asyncio.CancelledError):
         await task
     assert "gone" in engine.aborted and "gone" in prm.aborted
+
+
+@pytest.mark.parametrize("strategy", ["best_of_n", "revision"])
+async def test_an_answer_the_prm_cannot_afford_to_score_is_still_returned(strategy: str) -> None:
+    """A budget that pays for one solution but not for scoring it: the solution is the answer."""
+    engine = FakeEngine(slip=0.0)
+    greedy = await Controller(engine, FakePRM()).run(request("2 5 8 -> 11\n", "greedy", 1000))
+    budget = greedy.usage.generated_tokens + 10
+    found = await Controller(FakeEngine(slip=0.0), FakePRM()).run(request("2 5 8 -> 11\n", strategy, budget))
+    assert found.best.finished and found.text, found
+    assert found.stop_reason == "budget"

@@ -118,10 +118,18 @@ async def test_the_sync_client_works_too(server_url: str) -> None:
     assert r.choices[0].message.content and r.usage.prompt_tokens_details.cached_tokens >= 0
 
 
+def count_400s(metrics: str) -> float:
+    return sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("ponder_requests_total{") and 'status="400"' in line
+    )
+
+
 async def test_bad_requests_are_not_retried_by_the_client(server_url: str) -> None:
     client = openai.AsyncOpenAI(base_url=f"{server_url}/v1", api_key="none", max_retries=2)
     async with httpx.AsyncClient() as http:
-        before = (await http.get(f"{server_url}/metrics")).text.count('status="400"')
+        before = count_400s((await http.get(f"{server_url}/metrics")).text)
     with pytest.raises(openai.BadRequestError) as caught:
         await client.chat.completions.create(
             model="ponder-default",
@@ -132,11 +140,8 @@ async def test_bad_requests_are_not_retried_by_the_client(server_url: str) -> No
     with pytest.raises(openai.NotFoundError):
         await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": PROMPT}])
     async with httpx.AsyncClient() as http:
-        metrics = (await http.get(f"{server_url}/metrics")).text
-    assert (
-        'ponder_requests_total{endpoint="/v1/chat/completions",status="400",strategy="auto"} 1.0' in metrics
-        or (metrics.count('status="400"') == before + 1)
-    )
+        after = count_400s((await http.get(f"{server_url}/metrics")).text)
+    assert after == before + 1  # x-should-retry: false kept the client from sending it again
 
 
 async def test_a_client_that_gives_up_stops_its_search(
