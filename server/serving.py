@@ -90,6 +90,10 @@ class SearchService:
             )
         return suffix or options.strategy
 
+    def engines_healthy(self) -> bool:
+        engines = (self.controller.policy, self.controller.verifier)
+        return all(getattr(engine, "is_healthy", True) for engine in engines if engine is not None)
+
     def strategy_name(self, request: AnyRequest) -> str:
         """The strategy this request will run (404 for an unknown model), for logs and metrics."""
         chosen = self.strategy_for(request.model, request.search or SearchOptions())
@@ -164,6 +168,12 @@ class SearchService:
                 param="messages" if isinstance(request, ChatCompletionRequest) else "prompt",
                 code="invalid_prompt",
             ) from None
+        except Exception as error:
+            if not self.engines_healthy():
+                raise ApiError(
+                    503, "an engine has died; the server needs a restart", code="engine_dead"
+                ) from error
+            raise
         self.metrics.observe_search(
             result.strategy, result.usage, budget, result.stop_reason, time.perf_counter() - started
         )

@@ -196,3 +196,18 @@ async def test_health_reports_a_dead_engine() -> None:
         engine.is_healthy = False  # type: ignore[attr-defined]
         r = await c.get("/health")
     assert r.status_code == 503 and r.json()["engines"]["policy"] is False
+
+
+async def test_a_dead_engine_gets_503_not_500() -> None:
+    class Dead(FakeEngine):
+        is_healthy = True
+
+        async def rollout(self, *args: Any, **kwargs: Any) -> Any:
+            self.is_healthy = False
+            raise RuntimeError("EngineCore died")
+
+    async with client(engine=Dead()) as c:
+        r = await c.post("/v1/chat/completions", json=chat_body(search={"strategy": "greedy"}))
+        health = await c.get("/health")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "engine_dead" and r.headers["retry-after"]
+    assert health.status_code == 503
