@@ -97,6 +97,14 @@ def cmd_eval_replay(args: argparse.Namespace) -> int:
     return 0 if report["failed"] == 0 else 1
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    from evaluation.load import load_results
+
+    report = load_results(args.models, args.out, args.requests, args.concurrency, args.budget)
+    print(json.dumps(report, indent=2))
+    return 0 if report["failed"] == 0 and report["best_of_n"]["failed"] == 0 else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
     from evaluation.foundation import engine_throughput
@@ -192,6 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--out", type=Path, help="also write the JSON here")
     bench.set_defaults(func=cmd_bench)
+
+    load = sub.add_parser(
+        "load",
+        help="load-test the server on loopback (results/server-load.json)",
+        description="Start the engines and the server on a loopback port, send REQUESTS chat requests at "
+        "CONCURRENCY (a strategy mix, then Best-of-N only) and write latency percentiles and throughput "
+        "against the raw engine throughput.",
+    )
+    load.add_argument("--models", type=Path, default=DEFAULT_MODELS)
+    load.add_argument("--requests", type=int, default=200)
+    load.add_argument("--concurrency", type=int, default=16)
+    load.add_argument("--budget", type=int, default=600, help="tokens per request")
+    load.add_argument("--out", type=Path, default=Path("results/server-load.json"))
+    load.set_defaults(func=cmd_load)
     return parser
 
 

@@ -182,3 +182,56 @@ async def test_replaying_a_task_set_counts_graded_outcomes(server_url: str) -> N
         line for line in metrics.splitlines() if line.startswith('ponder_graded_total{budget_bucket="512"')
     ]
     assert sum(float(line.split()[-1]) for line in graded) >= 4
+
+
+async def test_a_disconnect_storm_leaves_the_engines_idle(
+    server_url: str, policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
+) -> None:
+    async def leave(i: int) -> None:
+        body = {
+            "model": "ponder-default",
+            "messages": [{"role": "user", "content": PROMPT}],
+            "seed": i,
+            "stream": i % 2 == 0,
+            "search": {"strategy": ["best_of_n", "beam", "mcts", "revision"][i % 4], "budget": 60_000},
+        }
+        async with httpx.AsyncClient(timeout=0.4) as http:
+            with pytest.raises(httpx.TimeoutException):
+                if body["stream"]:
+                    async with http.stream("POST", f"{server_url}/v1/chat/completions", json=body) as r:
+                        async for _ in r.aiter_lines():
+                            await asyncio.sleep(1)  # a reader too slow for its own timeout
+                else:
+                    await http.post(f"{server_url}/v1/chat/completions", json=body)
+
+    await asyncio.gather(*(leave(i) for i in range(16)))
+    for _ in range(60):
+        await asyncio.sleep(0.25)
+        if idle(policy_engine, prm_engine):
+            break
+    assert idle(policy_engine, prm_engine)
+
+
+async def test_graceful_shutdown_finishes_in_flight_requests(
+    policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
+) -> None:
+    app = create_app(ServerConfig(models=DEFAULT_MODELS), policy_engine, prm_engine)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=30)
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    body = {
+        "model": "ponder-default:best_of_n",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "search": {"budget": 3000},
+    }
+    async with httpx.AsyncClient(timeout=120) as http:
+        request = asyncio.create_task(http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body))
+        await asyncio.sleep(0.3)
+        server.should_exit = True  # what SIGTERM does
+        response = await request
+    await serving
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
