@@ -77,23 +77,29 @@ class Outcome:
 
 
 async def solve(
-    controller: Controller, task: Task, label: str, config: Config, budget: int, multiple: float, seed: int
+    controller: Controller,
+    task: Task,
+    config: Config,
+    budget: int,
+    multiple: float,
+    seed: int,
+    temperature: float,
 ) -> Outcome:
     prompt_ids = tuple(controller.policy.encode(task.prompt))
     request = SearchRequest(
         prompt_ids=prompt_ids,
         prompt_text=task.prompt,
-        request_id=f"eval-{label}-{multiple}-{task.id}",
+        request_id=f"eval-{config.label}-{multiple}-{task.id}",
         strategy=config.strategy,
         budget=budget,
         knobs=config.knobs,
-        sampling=Sampling(temperature=1.0, seed=seed),
+        sampling=Sampling(temperature=temperature, seed=seed),
     )
     found = await controller.run(request)
     usage = found.usage
     return Outcome(
         task=task.id,
-        label=label,
+        label=config.label,
         multiple=multiple,
         correct=grade(task, found.text),
         oracle=any(grade(task, c.text) for c in found.candidates),
@@ -113,13 +119,14 @@ async def run_point(
     multiple: float,
     unit: float,
     concurrency: int,
+    temperature: float,
 ) -> tuple[list[Outcome], float]:
     budget = max(1, round(multiple * unit))
     gate = asyncio.Semaphore(concurrency)
 
     async def one(index: int, task: Task) -> Outcome:
         async with gate:
-            return await solve(controller, task, config.label, config, budget, multiple, seed=index)
+            return await solve(controller, task, config, budget, multiple, index, temperature)
 
     started = time.perf_counter()
     jobs = [one(i, t) for i, t in enumerate(tasks)]
@@ -259,6 +266,7 @@ async def evaluate_auto(
     unit: float,
     concurrency: int,
     engine_tps: float,
+    temperature: float,
 ) -> tuple[list[dict[str, Any]], list[Outcome]]:
     """Cross-fitted: each half of the tasks is solved with the table fitted on the other half."""
     halves = [tasks[0::2], tasks[1::2]]
@@ -276,7 +284,9 @@ async def evaluate_auto(
                 greedy,
             )
             controller = make_controller(pair, table)
-            found, seconds = await run_point(controller, half, config, multiple, unit, concurrency)
+            found, seconds = await run_point(
+                controller, half, config, multiple, unit, concurrency, temperature
+            )
             point_outcomes += found
             wall += seconds
         points.append(summarize(point_outcomes, wall, engine_tps, unit))
@@ -295,6 +305,7 @@ async def sweep(
     configs: Sequence[Config],
     multiples: Sequence[float],
     concurrency: int,
+    temperature: float,
     log_path: Path | None = None,
 ) -> dict[str, Any]:
     """All points; each is also appended to `log_path` as it completes (a long run keeps its progress)."""
@@ -306,7 +317,7 @@ async def sweep(
     outcomes: list[Outcome] = list(greedy_outcomes)
     for config in tqdm(configs, desc="strategies"):
         for multiple in multiples:
-            found, wall = await run_point(controller, tasks, config, multiple, unit, concurrency)
+            found, wall = await run_point(controller, tasks, config, multiple, unit, concurrency, temperature)
             points.append(summarize(found, wall, engine_tps, unit))
             outcomes += found
             tqdm.write(json.dumps({k: points[-1][k] for k in ("strategy", "budget_multiple", "accuracy")}))
@@ -315,7 +326,7 @@ async def sweep(
                     handle.write(json.dumps(points[-1]) + "\n")
     searched = [o for o in outcomes if o.label != "greedy"]
     auto_points, auto_outcomes = await evaluate_auto(
-        pair, tasks, probe, greedy, searched, multiples, unit, concurrency, engine_tps
+        pair, tasks, probe, greedy, searched, multiples, unit, concurrency, engine_tps, temperature
     )
     table = fit_table(probe, searched, multiples, greedy)
     return {
@@ -337,6 +348,7 @@ def search_results(
     multiples: Sequence[float],
     concurrency: int,
     table_out: Path | None,
+    temperature: float = 0.8,
 ) -> dict[str, Any]:
     tasks = load_eval_set(tier, limit=problems)
     configs = [c for c in STRATEGIES if labels is None or c.label in labels]
@@ -346,7 +358,7 @@ def search_results(
         out.parent.mkdir(parents=True, exist_ok=True)
         log_path = out.with_name(out.stem + "-progress.jsonl")
         log_path.unlink(missing_ok=True)
-        report = asyncio.run(sweep(pair, tasks, configs, multiples, concurrency, log_path))
+        report = asyncio.run(sweep(pair, tasks, configs, multiples, concurrency, temperature, log_path))
         log_path.unlink(missing_ok=True)
     finally:
         pair.shutdown()
@@ -354,6 +366,7 @@ def search_results(
         "models": str(models),
         "tier": tier,
         "n_problems": len(tasks),
+        "temperature": temperature,
         "greedy_token_cost": report["greedy_token_cost"],
         "engine_generated_tokens_per_s": report["engine_generated_tokens_per_s"],
         "seconds": round(time.time() - started, 1),
@@ -377,7 +390,8 @@ def search_markdown(points: Sequence[dict[str, Any]], meta: dict[str, Any]) -> s
         "",
         f"Budget unit (1x): greedy's mean generated tokens, {meta['greedy_token_cost']}. "
         f"Raw engine throughput in the same run: {meta['engine_generated_tokens_per_s']} generated tokens/s.",
-        "Budget = generated + PRM-scored tokens per question. Written by `ponder eval search`.",
+        f"Budget = generated + PRM-scored tokens per question. Sampling temperature {meta['temperature']}. "
+        "Written by `ponder eval search`.",
         "",
         "| strategy | budget | accuracy | 95% CI | oracle | generated | prefilled | cached | scored "
         "| tok/s | efficiency | stops |",

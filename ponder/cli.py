@@ -78,7 +78,15 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
     multiples = [float(m) for m in args.multiples.split(",")]
     table_out = None if args.no_table else (args.table_out or args.models / "auto_table.json")
     report = search_results(
-        args.models, args.out, args.tier, args.problems, labels, multiples, args.concurrency, table_out
+        args.models,
+        args.out,
+        args.tier,
+        args.problems,
+        labels,
+        multiples,
+        args.concurrency,
+        table_out,
+        args.temperature,
     )
     print(args.out.with_suffix(".md").read_text())
     print(json.dumps({k: v for k, v in report.items() if k != "points"}, indent=2))
@@ -172,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--multiples", default="1,2,4,16,64", help="budgets as multiples of greedy's tokens")
     search.add_argument("--concurrency", type=int, default=64, help="problems searched at once")
+    search.add_argument(
+        "--temperature", type=float, default=0.8, help="sampling temperature of every search (HF recipe: 0.8)"
+    )
     search.add_argument(
         "--table-out", type=Path, help="write auto's table here (default: MODELS/auto_table.json)"
     )
