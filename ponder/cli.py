@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -235,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return train_main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SIGTERM unwinds like Ctrl-C, so `finally` blocks shut the vLLM engines down instead of leaving their
+    # worker processes spinning without a parent.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 
