@@ -371,6 +371,13 @@ def search_results(
         "engine_generated_tokens_per_s": report["engine_generated_tokens_per_s"],
         "seconds": round(time.time() - started, 1),
     }
+    write_outputs(out, report, meta)
+    if table_out is not None:
+        report["table"].dump(table_out, fitted_on=f"{len(tasks)} tier-{tier} eval problems", **meta)
+    return {"points": report["points"], **meta}
+
+
+def write_outputs(out: Path, report: dict[str, Any], meta: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report["points"], indent=2) + "\n")
     out.with_name(out.stem + "-meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -379,9 +386,6 @@ def search_results(
             handle.write(json.dumps({**asdict(o), "probe_value": round(report["probe"][o.task], 4)}) + "\n")
     out.with_suffix(".md").write_text(search_markdown(report["points"], meta))
     plot_search(report["points"], out.with_suffix(".png"))
-    if table_out is not None:
-        report["table"].dump(table_out, fitted_on=f"{len(tasks)} tier-{tier} eval problems", **meta)
-    return {"points": report["points"], **meta}
 
 
 def search_markdown(points: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -445,3 +449,50 @@ def plot_search(points: Sequence[dict[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def rerun_auto(models: Path, out: Path, concurrency: int, table_out: Path | None) -> dict[str, Any]:
+    """Re-measure only `auto` from a finished sweep's per-problem outcomes (after a change to auto),
+    keeping every other point; the raw engine rate is the sweep's."""
+    meta = json.loads(out.with_name(out.stem + "-meta.json").read_text())
+    records = read_outcomes(out.with_name(out.stem + "-problems.jsonl"))
+    probe = {o.task: value for o, value in records}
+    outcomes = [o for o, _ in records if o.label != "auto"]
+    greedy = {o.task: o.correct for o in outcomes if o.label == "greedy"}
+    searched = [o for o in outcomes if o.label != "greedy"]
+    multiples = sorted({o.multiple for o in searched})
+    tasks = load_eval_set(int(meta["tier"]), limit=int(meta["n_problems"]))
+    pair = Pair.start(models)
+    try:
+        auto_points, auto_outcomes = asyncio.run(
+            evaluate_auto(
+                pair,
+                tasks,
+                probe,
+                greedy,
+                searched,
+                multiples,
+                float(meta["greedy_token_cost"]),
+                concurrency,
+                float(meta["engine_generated_tokens_per_s"]),
+                float(meta["temperature"]),
+            )
+        )
+    finally:
+        pair.shutdown()
+    points = [p for p in json.loads(out.read_text()) if p["strategy"] != "auto"] + auto_points
+    report = {"points": points, "outcomes": outcomes + auto_outcomes, "probe": probe}
+    write_outputs(out, report, meta)
+    if table_out is not None:
+        fit_table(probe, searched, multiples, greedy).dump(
+            table_out, fitted_on=f"{len(tasks)} eval problems", **meta
+        )
+    return {"points": points, **meta}
+
+
+def read_outcomes(path: Path) -> list[tuple[Outcome, float]]:
+    names = set(Outcome.__dataclass_fields__)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [
+        (Outcome(**{k: v for k, v in row.items() if k in names}), float(row["probe_value"])) for row in rows
+    ]

@@ -78,6 +78,12 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
         return 2
     multiples = [float(m) for m in args.multiples.split(",")]
     table_out = None if args.no_table else (args.table_out or args.models / "auto_table.json")
+    if args.auto_only:
+        from evaluation.search import rerun_auto
+
+        rerun_auto(args.models, args.out, args.concurrency, table_out)
+        print(args.out.with_suffix(".md").read_text())
+        return 0
     report = search_results(
         args.models,
         args.out,
@@ -188,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--table-out", type=Path, help="write auto's table here (default: MODELS/auto_table.json)"
     )
     search.add_argument("--no-table", action="store_true", help="do not write auto's table")
+    search.add_argument(
+        "--auto-only",
+        action="store_true",
+        help="re-measure only auto from OUT's per-problem outcomes (after a change to auto)",
+    )
     search.set_defaults(func=cmd_eval_search)
 
     rep = suites.add_parser(

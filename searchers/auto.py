@@ -7,8 +7,8 @@ Contract:
   maps (difficulty bin, budget as a multiple of the greedy solution's cost) to the strategy and knobs
   that were most accurate there on held-out problems, "greedy" included: an easy question gets no
   more compute than it needs.
-- The chosen strategy runs on what is left of the same budget; the answer is the best by PRM value of
-  its candidates and the probe (or its own answer, for strategies whose candidates are not scored).
+- The chosen strategy runs on what is left of the same budget; the answer is the better by PRM value
+  of its answer and the probe (finished answers first).
 - Too small a budget for the probe, or no table: greedy / Best-of-N with PRM, the safe defaults.
 """
 
@@ -116,9 +116,9 @@ class Auto:
         self, ctx: SearchContext, probe: Trace, inner: SearchResult, knobs: AutoKnobs, chosen: dict[str, Any]
     ) -> SearchResult:
         candidates = [probe, *inner.candidates]
-        best = inner.best
-        if inner.best.scored:  # a PRM-ranked strategy: the probe competes on equal terms
-            best = best_by_value([probe, inner.best], ctx.aggregation)
+        # The scored probe competes with the chosen strategy's answer: a strategy the budget cut short
+        # (unfinished, or too poor to score its answer) must not replace a finished, trusted probe.
+        best = best_by_value([probe, inner.best], ctx.aggregation)
         out = result(ctx, self.name, best, candidates, inner.stop_reason, knobs, inner.tree)
         out.knobs["chosen"] = chosen
         return out

@@ -361,3 +361,15 @@ async def test_an_answer_the_prm_cannot_afford_to_score_is_still_returned(strate
     found = await Controller(FakeEngine(slip=0.0), FakePRM()).run(request("2 5 8 -> 11\n", strategy, budget))
     assert found.best.finished and found.text, found
     assert found.stop_reason == "budget"
+
+
+async def test_auto_keeps_the_probe_when_the_chosen_strategy_is_cut_short() -> None:
+    """Budget for the probe and one more sample, not for scoring it: the scored probe stands."""
+    table = AutoTable([0.5], [1.0], {b: {"1.0": {"strategy": "best_of_n", "knobs": {"n": 1}}} for b in "01"})
+    controller = Controller(FakeEngine(slip=0.5), FakePRM(), searchers=default_searchers(table))
+    greedy = await controller.run(request(PROBLEMS[0], "greedy", 1000))
+    tokens = greedy.usage.generated_tokens
+    probe_cost = tokens + len(request(PROBLEMS[0], "x", 1).prompt_ids) + tokens + 3
+    found = await controller.run(request(PROBLEMS[0], "auto", probe_cost + tokens + 5, {"accept": 1.0}))
+    assert found.knobs["chosen"]["strategy"] == "best_of_n" and len(found.candidates) == 2
+    assert found.best.finished and found.text == greedy.text and found.best.scored
