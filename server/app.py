@@ -14,11 +14,12 @@ import contextlib
 import hmac
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import ApiError, error_response, install_error_handlers
 from server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
@@ -34,22 +35,9 @@ def build_app(
 ) -> FastAPI:
     app = FastAPI(title="Ponder", version="0.1.0", description="Inference-time search behind an OpenAI API.")
     install_error_handlers(app)
-
-    @app.middleware("http")
-    async def request_ids(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request.state.request_id = request_id
-        if api_key is not None and request.url.path.startswith("/v1/") and not authorized(request, api_key):
-            response: Response = error_response(
-                401, "invalid or missing API key (Authorization: Bearer ...)", code="invalid_api_key"
-            )
-        else:
-            response = await call_next(request)
-        response.headers["X-Request-Id"] = request_id
-        if request.url.path.startswith("/v1/") and request.method == "POST":
-            strategy = getattr(request.state, "strategy", None) or "unknown"
-            service.metrics.requests.labels(request.url.path, strategy, str(response.status_code)).inc()
-        return response
+    # A pure ASGI middleware, not @app.middleware: BaseHTTPMiddleware hides the client's disconnect
+    # from streaming responses, and a departed client's search must stop.
+    app.add_middleware(RequestContext, service=service, api_key=api_key)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatCompletionRequest, request: Request) -> Any:
@@ -57,9 +45,7 @@ def build_app(
         prompt = service.chat_prompt(body)
         rid = request.state.request_id
         if body.stream:
-            return StreamingResponse(
-                service.stream(body, [prompt], rid, chat=True), media_type="text/event-stream"
-            )
+            return SearchStream(service.stream(body, [prompt], rid, chat=True))
         answers = await until_disconnect(request, service.answers(body, [prompt], rid))
         log.info("request %s: chat %s", rid, answers[0].report.strategy)
         return service.chat_response(body, answers)
@@ -70,9 +56,7 @@ def build_app(
         prompts = service.completion_prompts(body)
         rid = request.state.request_id
         if body.stream:
-            return StreamingResponse(
-                service.stream(body, prompts, rid, chat=False), media_type="text/event-stream"
-            )
+            return SearchStream(service.stream(body, prompts, rid, chat=False))
         answers = await until_disconnect(request, service.answers(body, prompts, rid))
         log.info("request %s: completion %s", rid, answers[0].report.strategy)
         return service.completion_response(body, answers)
@@ -101,8 +85,65 @@ def build_app(
     return app
 
 
-def authorized(request: Request, api_key: str) -> bool:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+class RequestContext:
+    """Request ids (X-Request-Id in and out), the API key on /v1, and the request counter."""
+
+    def __init__(self, app: ASGIApp, service: SearchService, api_key: str | None) -> None:
+        self.app = app
+        self.service = service
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        path = scope["path"]
+        if self.api_key is not None and path.startswith("/v1/") and not authorized(headers, self.api_key):
+            denied = error_response(
+                401, "invalid or missing API key (Authorization: Bearer ...)", code="invalid_api_key"
+            )
+            await denied(scope, receive, send_with_id)
+        else:
+            await self.app(scope, receive, send_with_id)
+        if path.startswith("/v1/") and scope["method"] == "POST":
+            strategy = state.get("strategy") or "unknown"
+            self.service.metrics.requests.labels(path, strategy, str(status)).inc()
+
+
+class SearchStream(StreamingResponse):
+    """Server-sent events that close their generator however the response ends.
+
+    Starlette cancels a stream whose client left but does not close its generator: one that was
+    suspended at a `yield` (waiting on the socket) would keep its search running until garbage
+    collection. Closing it runs the generator's `finally`, which cancels the search now.
+    """
+
+    def __init__(self, events: AsyncGenerator[str, None]) -> None:
+        super().__init__(events, media_type="text/event-stream")
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.events.aclose()
+
+
+def authorized(headers: dict[str, str], api_key: str) -> bool:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
 
 

@@ -11,7 +11,9 @@ Contract:
   `reasoning_tokens` for those not returned; `prompt_tokens_details.cached_tokens` comes from the
   prefix cache; `scored_tokens` are the PRM's.
 - Streaming sends a first chunk at once, search progress as chunks with no choices (the official
-  client accepts them) and a `ponder` field, the answer, an optional usage chunk, then `[DONE]`.
+  client accepts them) and a `ponder` field, the answer, an optional usage chunk, then `[DONE]`. A
+  comment line every `HEARTBEAT_S` without progress notices a departed client, whose search is then
+  cancelled.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,7 @@ from verifiers.outcome import grade
 log = logging.getLogger("ponder.server")
 AnyRequest = ChatCompletionRequest | CompletionRequest
 Progress = Callable[[str, dict[str, Any]], None]
+HEARTBEAT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -274,7 +277,7 @@ class SearchService:
     # --- streaming ----------------------------------------------------------------------------------
     async def stream(
         self, request: AnyRequest, prompts: list[Prompt], request_id: str, chat: bool
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Server-sent events: a first chunk now, progress while searching, the answer, usage, [DONE]."""
         chunk_id = f"{'chatcmpl' if chat else 'cmpl'}-{request_id}"
         events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -310,11 +313,16 @@ class SearchService:
         try:
             while not task.done():
                 getter = asyncio.ensure_future(events.get())
-                done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {task, getter}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED
+                )
                 if getter in done:
                     yield sse({"choices": [], "ponder": getter.result()})
-                else:
-                    getter.cancel()
+                    continue
+                getter.cancel()
+                if not done:
+                    # An SSE comment (clients ignore it): writing it is how a departed client is noticed.
+                    yield ": keep-alive\n\n"
             answers = task.result()
         except ApiError as error:
             detail = {"message": error.message, "type": "invalid_request_error", "param": error.param}

@@ -184,6 +184,29 @@ async def test_replaying_a_task_set_counts_graded_outcomes(server_url: str) -> N
     assert sum(float(line.split()[-1]) for line in graded) >= 4
 
 
+async def test_a_streaming_client_that_leaves_stops_its_search(
+    server_url: str, policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
+) -> None:
+    body = {
+        "model": "ponder-default",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "stream": True,
+        "search": {"strategy": "best_of_n", "budget": 60_000, "knobs": {"n": 1000}},
+    }
+    url = f"{server_url}/v1/chat/completions"
+    async with httpx.AsyncClient() as http, http.stream("POST", url, json=body) as response:
+        events = 0
+        async for line in response.aiter_lines():
+            events += line.startswith(("data:", ":"))
+            if events == 2:
+                break  # the search is under way (progress or a heartbeat came): hang up
+    for _ in range(40):
+        await asyncio.sleep(0.25)
+        if idle(policy_engine, prm_engine):
+            break
+    assert idle(policy_engine, prm_engine)
+
+
 async def test_a_disconnect_storm_leaves_the_engines_idle(
     server_url: str, policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
 ) -> None:
@@ -196,12 +219,15 @@ async def test_a_disconnect_storm_leaves_the_engines_idle(
             "search": {"strategy": ["best_of_n", "beam", "mcts", "revision"][i % 4], "budget": 60_000},
         }
         async with httpx.AsyncClient(timeout=0.4) as http:
-            with pytest.raises(httpx.TimeoutException):
-                if body["stream"]:
-                    async with http.stream("POST", f"{server_url}/v1/chat/completions", json=body) as r:
-                        async for _ in r.aiter_lines():
-                            await asyncio.sleep(1)  # a reader too slow for its own timeout
-                else:
+            if body["stream"]:  # reads two events, then hangs up
+                async with http.stream("POST", f"{server_url}/v1/chat/completions", json=body) as r:
+                    seen = 0
+                    async for line in r.aiter_lines():
+                        seen += line.startswith(("data:", ":"))
+                        if seen == 2:
+                            break
+            else:  # gives up waiting for the whole answer
+                with pytest.raises(httpx.TimeoutException):
                     await http.post(f"{server_url}/v1/chat/completions", json=body)
 
     await asyncio.gather(*(leave(i) for i in range(16)))
@@ -218,7 +244,7 @@ async def test_graceful_shutdown_finishes_in_flight_requests(
     app = create_app(ServerConfig(models=DEFAULT_MODELS), policy_engine, prm_engine)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=30)
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=120)
     )
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -226,7 +252,7 @@ async def test_graceful_shutdown_finishes_in_flight_requests(
     body = {
         "model": "ponder-default:best_of_n",
         "messages": [{"role": "user", "content": PROMPT}],
-        "search": {"budget": 3000},
+        "search": {"budget": 800},
     }
     async with httpx.AsyncClient(timeout=120) as http:
         request = asyncio.create_task(http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body))
