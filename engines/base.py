@@ -24,6 +24,10 @@ class InvalidPrompt(ValueError):
     """A prefix the engine cannot take (empty, too long for the model, unknown token ids)."""
 
 
+class EngineUnavailable(RuntimeError):
+    """No replica of a remote engine could serve the call (all unreachable or failing)."""
+
+
 def validate_prefixes(prefixes: Sequence[Sequence[int]], max_len: int, vocab_size: int) -> None:
     """Refuse a whole call before anything is submitted, so no request of it is left running."""
     for index, prefix in enumerate(prefixes):

@@ -71,17 +71,65 @@ def load_tokenizer(model: str | Path) -> Any:
     return AutoTokenizer.from_pretrained(str(model))
 
 
-class VLLMPolicyEngine:
-    """`PolicyEngine` on vLLM's `AsyncLLM`."""
+def sample_seed(seed: int | None, index: int) -> int | None:
+    """The seed of sample `index` of a call (prefix-major): distinct per sample, so identical prefixes
+    in one call do not draw identical samples. Shared with the remote engine so both draw the same."""
+    return None if seed is None else seed * 1_000_003 + index
 
-    def __init__(self, engine: Any, tokenizer: Any, step_delimiter: str = "\n") -> None:
-        self.engine = engine
+
+class PolicyText:
+    """The policy's tokenizer side, done locally by every policy engine (in-process or remote): text <->
+    token ids once per request, never per step, and vLLM's finished samples turned into `Continuation`s."""
+
+    def __init__(self, tokenizer: Any, step_delimiter: str = "\n") -> None:
         self.tokenizer = tokenizer
         self.eos_token_id: int = tokenizer.eos_token_id
         self.bos_token_id: int = tokenizer.bos_token_id
         self.step_token_id: int = tokenizer.convert_tokens_to_ids(step_delimiter)
-        self.max_model_len: int = engine.model_config.max_model_len
         self.vocab_size = len(tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.bos_token_id, *self.tokenizer.encode(text, add_special_tokens=False)]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def continuation(
+        self,
+        token_ids: Sequence[int],
+        finish_reason: str | None,
+        stop_reason: int | str | None,
+        cumulative_logprob: float | None,
+    ) -> Continuation:
+        ids = list(token_ids)
+        finish: Finish
+        if finish_reason == "length":
+            finish = "length"
+        elif finish_reason == "abort":
+            finish = "abort"
+        elif stop_reason == self.step_token_id:
+            finish = "step"
+        else:
+            finish = "end"
+        if ids and ids[-1] == self.eos_token_id:
+            ids.pop()
+        if finish == "step" and (not ids or ids[-1] != self.step_token_id):
+            ids.append(self.step_token_id)  # keep the delimiter in the prefix the next step extends
+        logprob = cumulative_logprob if cumulative_logprob is not None else 0.0
+        return Continuation(tuple(ids), self.decode(ids), finish, float(logprob))
+
+
+class VLLMPolicyEngine(PolicyText):
+    """`PolicyEngine` on vLLM's `AsyncLLM`."""
+
+    def __init__(self, engine: Any, tokenizer: Any, step_delimiter: str = "\n") -> None:
+        super().__init__(tokenizer, step_delimiter)
+        self.engine = engine
+        self.max_model_len: int = engine.model_config.max_model_len
         self.inflight = InflightRequests("policy")
 
     @classmethod
@@ -98,17 +146,6 @@ class VLLMPolicyEngine:
     @property
     def is_healthy(self) -> bool:
         return not self.engine.errored
-
-    # --- text <-> token ids: done once per request, never per step -------------------------------
-    def encode(self, text: str) -> list[int]:
-        return [self.bos_token_id, *self.tokenizer.encode(text, add_special_tokens=False)]
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
-
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     # --- generation -------------------------------------------------------------------------------
     async def expand(
@@ -165,8 +202,7 @@ class VLLMPolicyEngine:
             n=1,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
-            # Distinct seeds per sample: identical prefixes in one call must not draw identical samples.
-            seed=None if sampling.seed is None else sampling.seed * 1_000_003 + index,
+            seed=sample_seed(sampling.seed, index),
             max_tokens=sampling.max_step_tokens if until_step else sampling.max_tokens,
             stop_token_ids=[self.step_token_id] if until_step else None,
             logprobs=0 if sampling.logprobs else None,
@@ -186,19 +222,6 @@ class VLLMPolicyEngine:
         return final
 
     def _continuation(self, output: Any) -> Continuation:
-        token_ids = list(output.token_ids)
-        finish: Finish
-        if output.finish_reason == "length":
-            finish = "length"
-        elif output.finish_reason == "abort":
-            finish = "abort"
-        elif output.stop_reason == self.step_token_id:
-            finish = "step"
-        else:
-            finish = "end"
-        if token_ids and token_ids[-1] == self.eos_token_id:
-            token_ids.pop()
-        if finish == "step" and (not token_ids or token_ids[-1] != self.step_token_id):
-            token_ids.append(self.step_token_id)  # keep the delimiter in the prefix the next step extends
-        logprob = output.cumulative_logprob if output.cumulative_logprob is not None else 0.0
-        return Continuation(tuple(token_ids), self.decode(token_ids), finish, float(logprob))
+        return self.continuation(
+            output.token_ids, output.finish_reason, output.stop_reason, output.cumulative_logprob
+        )

@@ -19,8 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from engines.base import Sampling
-from engines.vllm_engine import VLLMPolicyEngine
+from engines.base import PolicyEngine, Sampling
 from ponder.pair import Pair
 from tasks.countdown import Problem
 from tasks.datasets import countdown_problem
@@ -120,7 +119,7 @@ async def evaluate_tier(
 
 
 async def engine_throughput(
-    policy: VLLMPolicyEngine, prompts: int = 16, n: int = 16, repeats: int = 3
+    policy: PolicyEngine, prompts: int = 16, n: int = 16, repeats: int = 3
 ) -> dict[str, Any]:
     """Generated tokens per second, 16 prompts x n=16 full rollouts at temperature 1.0, median of repeats."""
     problems = [countdown_problem(t) for t in load_eval_set(4, limit=prompts)]

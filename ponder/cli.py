@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -46,9 +47,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_budget=args.max_budget,
             max_running=args.max_running,
             max_queued=args.max_queued,
+            policy_urls=tuple(args.policy_url or ()),
+            prm_urls=tuple(args.prm_url or ()),
+            replica_cool_off_s=args.replica_cool_off,
         )
     )
     return 0
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    """Run one vLLM server for a remote policy or PRM replica, with the in-process engines' settings."""
+    from engines.vllm_engine import VLLMConfig
+    from engines.vllm_serve import serve_command, serve_env
+
+    config = VLLMConfig(
+        model=str(args.models / args.role),
+        kv_cache_gib=args.kv_cache_gib,
+        max_model_len=args.max_model_len,
+        dtype=args.dtype,
+        enforce_eager=not args.compile,
+    )
+    argv = serve_command(config, args.role, args.host, args.port) + list(args.vllm_args)
+    if args.print:
+        print(shlex.join(argv))
+        return 0
+    os.execve(argv[0], argv, serve_env(config))  # becomes the vLLM server: signals reach it directly
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -121,6 +144,12 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.remote:
+        from evaluation.remote import remote_overhead
+
+        report = remote_overhead(args.models, args.out or Path("results/remote-overhead.json"))
+        print(json.dumps(report, indent=2))
+        return 0
     from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
     from evaluation.foundation import engine_throughput
 
@@ -156,7 +185,43 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-budget", type=int, default=65_536, help="largest budget a request may ask")
     serve.add_argument("--max-running", type=int, default=64, help="searches run at once")
     serve.add_argument("--max-queued", type=int, default=256, help="searches waiting before 429s")
+    serve.add_argument(
+        "--policy-url",
+        action="append",
+        metavar="URL",
+        help="a remote policy replica (vLLM server, e.g. from `ponder engine policy`); repeat for more. "
+        "Without it the policy runs in-process",
+    )
+    serve.add_argument(
+        "--prm-url",
+        action="append",
+        metavar="URL",
+        help="a remote PRM replica (vLLM pooling server, `ponder engine prm`); repeat for more",
+    )
+    serve.add_argument(
+        "--replica-cool-off", type=float, default=10.0, help="seconds a failed replica is skipped"
+    )
     serve.set_defaults(func=cmd_serve)
+
+    engine = sub.add_parser(
+        "engine",
+        help="run one vLLM server for a remote policy or PRM replica (`ponder serve --policy-url`)",
+        description="Start vLLM's OpenAI-compatible server on MODELS/ROLE with the settings of Ponder's "
+        "in-process engines (block size 32, no chunked prefill, prompt-token details; for the PRM the STEP "
+        "pooling classifier without prefix caching). Arguments after `--` go to vLLM unchanged.",
+    )
+    engine.add_argument("role", choices=["policy", "prm"])
+    engine.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/")
+    engine.add_argument("--host", default="127.0.0.1")
+    engine.add_argument("--port", type=int, default=8001)
+    engine.add_argument(
+        "--kv-cache-gib", type=float, default=2.0, help="KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)"
+    )
+    engine.add_argument("--max-model-len", type=int, help="default: the model's max_position_embeddings")
+    engine.add_argument("--dtype", default="float32", help="float32 for the embedded models; auto on GPU")
+    engine.add_argument("--compile", action="store_true", help="let vLLM compile (slower start-up)")
+    engine.add_argument("--print", action="store_true", help="print the vLLM command instead of running it")
+    engine.set_defaults(func=cmd_engine, vllm_args=[])
 
     sub.add_parser("train", help="train policy and PRM from a recipe (ponder train --help)", add_help=False)
 
@@ -222,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n", type=int, default=16)
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--out", type=Path, help="also write the JSON here")
+    bench.add_argument(
+        "--remote",
+        action="store_true",
+        help="measure remote engines (vllm serve on loopback) against in-process at equal load "
+        "(writes results/remote-overhead.json unless --out)",
+    )
     bench.set_defaults(func=cmd_bench)
 
     load = sub.add_parser(
@@ -250,7 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so `finally` blocks shut the vLLM engines down instead of leaving their
     # worker processes spinning without a parent.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    extra: list[str] = []
+    if argv[:1] == ["engine"] and "--" in argv:  # `ponder engine ROLE ... -- <vLLM flags>`
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    if extra:
+        args.vllm_args = extra
     return int(args.func(args))
 
 

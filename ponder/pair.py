@@ -1,8 +1,8 @@
 """The policy and PRM engines of one model directory, started and stopped together.
 
 Contract: `Pair.start(models)` starts the vLLM policy engine on MODELS/policy and the vLLM PRM on
-MODELS/prm (in-process `AsyncLLM`s); `shutdown()` stops both. Used by `ponder serve`, `ponder eval`
-and `ponder bench`.
+MODELS/prm (in-process `AsyncLLM`s); `shutdown()` stops both. Used by `ponder eval`
+and `ponder bench` (`ponder serve` starts its engines in `server.main.start_engines`, remote ones included).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Contract: `build_app(service, health, api_key)` returns an app holding no global state; everything it
 uses is injected. Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
-`GET /health` (503 once an engine died), `GET /metrics`. Every response carries `X-Request-Id` (the
-client's, or a new one). With an API key set, `/v1/*` needs `Authorization: Bearer <key>` (compared in
-constant time); `/health` and `/metrics` stay open. A client that disconnects cancels its search.
+`GET /health` (503 once an engine died, or no replica of a remote engine answers; `health` may be
+async), `GET /metrics`. Every response carries `X-Request-Id` (the client's, or a new one). With an
+API key set, `/v1/*` needs `Authorization: Bearer <key>` (compared in constant time); `/health` and
+`/metrics` stay open. A client that disconnects cancels its search.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -31,7 +33,9 @@ DISCONNECT_POLL_S = 0.25
 
 
 def build_app(
-    service: SearchService, health: Callable[[], dict[str, bool]], api_key: str | None = None
+    service: SearchService,
+    health: Callable[[], dict[str, bool] | Awaitable[dict[str, bool]]],
+    api_key: str | None = None,
 ) -> FastAPI:
     app = FastAPI(title="Ponder", version="0.1.0", description="Inference-time search behind an OpenAI API.")
     install_error_handlers(app)
@@ -70,7 +74,9 @@ def build_app(
 
     @app.get("/health")
     async def healthz() -> JSONResponse:
-        engines = health()
+        checked = health()
+        # Remote engines ask their replicas (async); in-process ones answer at once.
+        engines = await checked if inspect.isawaitable(checked) else checked
         for name, up in engines.items():
             service.metrics.engine_up.labels(name).set(1 if up else 0)
         ok = all(engines.values())

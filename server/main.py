@@ -3,12 +3,16 @@
 Contract: `ServerConfig` holds every setting (the CLI fills it); `create_app(config, policy, prm)` wires
 an app around engines that already run (tests inject the fake or the real ones); `serve(config)` starts
 the vLLM engines on `config.models` and blocks in uvicorn until stopped, finishing in-flight requests
-within `graceful_s` on shutdown.
+within `graceful_s` on shutdown. With `policy_urls` / `prm_urls` set, that engine is remote instead
+(vLLM servers, `engines.remote` / `verifiers.remote_prm`): Ponder is then a stateless controller, and
+`config.models` only supplies the tokenizers. `/health` then asks every replica's `/health`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,9 @@ class ServerConfig:
     max_running: int = 64
     max_queued: int = 256
     graceful_s: float = 30.0
+    policy_urls: tuple[str, ...] = ()  # remote policy replicas (vLLM OpenAI servers); empty: in-process
+    prm_urls: tuple[str, ...] = ()  # remote PRM replicas (vLLM pooling servers); empty: in-process
+    replica_cool_off_s: float = 10.0  # how long a failed replica is skipped
 
 
 def create_app(config: ServerConfig, policy: PolicyEngine, prm: StepVerifier | None) -> FastAPI:
@@ -55,25 +62,54 @@ def create_app(config: ServerConfig, policy: PolicyEngine, prm: StepVerifier | N
         controller, metrics, Admission(config.max_running, config.max_queued, metrics), config.model_name
     )
 
-    def health() -> dict[str, bool]:
+    async def health() -> dict[str, bool]:
         engines: dict[str, Any] = {"policy": policy, "prm": prm}
-        return {
-            name: bool(getattr(engine, "is_healthy", True))
-            for name, engine in engines.items()
-            if engine is not None
-        }
+        present = {name: engine for name, engine in engines.items() if engine is not None}
+        # Remote engines probe their replicas' /health (and mark them up or down); in-process ones know.
+        await asyncio.gather(*(e.probe() for e in present.values() if hasattr(e, "probe")))
+        return {name: bool(getattr(engine, "is_healthy", True)) for name, engine in present.items()}
 
     return build_app(service, health, config.api_key)
+
+
+def start_engines(config: ServerConfig) -> tuple[PolicyEngine, StepVerifier, Callable[[], None]]:
+    """The policy and PRM `serve` uses (remote where URLs are given), and how to stop what was started."""
+    from engines.remote import RemotePolicyEngine
+    from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
+    from verifiers.remote_prm import RemotePRM
+    from verifiers.vllm_prm import VLLMPRM
+
+    stops: list[Callable[[], None]] = []
+    policy: PolicyEngine
+    prm: StepVerifier
+    if config.policy_urls:
+        policy = RemotePolicyEngine.connect(
+            config.policy_urls, config.models / "policy", cool_off_s=config.replica_cool_off_s
+        )
+    else:
+        local_policy = VLLMPolicyEngine.start(VLLMConfig(model=str(config.models / "policy"), kv_cache_gib=2))
+        stops.append(local_policy.shutdown)
+        policy = local_policy
+    if config.prm_urls:
+        prm = RemotePRM.connect(config.prm_urls, config.models / "prm", cool_off_s=config.replica_cool_off_s)
+    else:
+        local_prm = VLLMPRM.start(VLLMConfig(model=str(config.models / "prm"), kv_cache_gib=2))
+        stops.append(local_prm.shutdown)
+        prm = local_prm
+
+    def stop() -> None:
+        for each in stops:
+            each()
+
+    return policy, prm, stop
 
 
 def serve(config: ServerConfig) -> None:
     import uvicorn
 
-    from ponder.pair import Pair
-
-    pair = Pair.start(config.models)
+    policy, prm, stop = start_engines(config)
     try:
-        app = create_app(config, pair.policy, pair.prm)
+        app = create_app(config, policy, prm)
         log.info("serving %s on http://%s:%d", config.model_name, config.host, config.port)
         uvicorn.run(
             app,
@@ -83,4 +119,4 @@ def serve(config: ServerConfig) -> None:
             log_level="info",
         )
     finally:
-        pair.shutdown()
+        stop()

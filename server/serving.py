@@ -26,7 +26,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engines.base import InvalidPrompt, Sampling, gather_or_cancel
+from engines.base import EngineUnavailable, InvalidPrompt, Sampling, gather_or_cancel
 from engines.usage import Usage
 from searchers.base import SearchResult
 from searchers.controller import Controller, InvalidSearch, SearchRequest
@@ -171,6 +171,11 @@ class SearchService:
                 param="messages" if isinstance(request, ChatCompletionRequest) else "prompt",
                 code="invalid_prompt",
             ) from None
+        except EngineUnavailable as error:
+            # Remote engines: every replica failed this call; they may come back, so the client may retry.
+            raise ApiError(
+                503, f"no engine replica could serve the request: {error}", code="engine_unavailable"
+            ) from error
         except Exception as error:
             if not self.engines_healthy():
                 raise ApiError(

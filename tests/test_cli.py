@@ -36,3 +36,37 @@ def test_serve_help_names_its_settings() -> None:
 
 def test_eval_search_refuses_unknown_strategies() -> None:
     assert main(["eval", "search", "--strategies", "nope", "--problems", "1"]) == 2
+
+
+def test_serve_takes_remote_replicas() -> None:
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--policy-url",
+            "http://p1:8001",
+            "--policy-url",
+            "http://p2:8001",
+            "--prm-url",
+            "http://r:8002",
+        ]
+    )
+    assert args.policy_url == ["http://p1:8001", "http://p2:8001"] and args.prm_url == ["http://r:8002"]
+    assert build_parser().parse_args(["serve"]).policy_url is None  # in-process engines
+
+
+def test_engine_prints_the_vllm_command_with_the_in_process_settings(capsys: object) -> None:
+    assert main(["engine", "prm", "--port", "9002", "--print", "--", "--max-num-batched-tokens", "4096"]) == 0
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    for part in (
+        "--port 9002",
+        "--block-size 32",
+        "--no-enable-chunked-prefill",
+        "--runner pooling",
+        '"tok_pooling_type": "STEP"',
+        "--no-enable-prefix-caching",
+        "--max-num-batched-tokens 4096",
+    ):
+        assert part in out
+    main(["engine", "policy", "--print"])
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert "--enable-prompt-tokens-details" in out and "--enable-prefix-caching" in out

