@@ -62,7 +62,8 @@ def serve_command(
         argv.append("--enforce-eager")
     chunked = config.enable_chunked_prefill
     argv.append("--enable-chunked-prefill" if chunked else "--no-enable-chunked-prefill")
-    argv += ["--disable-log-stats", "--disable-uvicorn-access-log"]
+    # Stats stay on: they feed vLLM's own /metrics, which operators scrape next to Ponder's.
+    argv.append("--disable-uvicorn-access-log")
     if role == "policy":
         caching = config.enable_prefix_caching
         # usage.prompt_tokens_details.cached_tokens: the per-request prefix-cache hit the usage needs
