@@ -42,7 +42,11 @@ class RemoteClient:
         # No read timeout: a long generation under load is normal; deadlines are the Budget's job.
         self.timeout = httpx.Timeout(None, connect=connect_timeout_s)
         # One connection per in-flight request (HTTP/1.1): beam search fans out to hundreds at once.
-        self.limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=256)
+        # Idle connections are dropped before vLLM's uvicorn drops them (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s),
+        # so a request is rarely sent on a connection the server is closing.
+        self.limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=256, keepalive_expiry=3.0
+        )
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running: dict[str, set[asyncio.Task[Any]]] = defaultdict(set)
@@ -66,7 +70,12 @@ class RemoteClient:
     async def post(self, key: str, path: str, body: dict[str, Any]) -> Any:
         async def attempt(url: str) -> Any:
             try:
-                response = await self.client.post(url + path, json=body)
+                try:
+                    response = await self.client.post(url + path, json=body)
+                except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+                    # Most often a kept-alive connection the server closed as we sent: try once more
+                    # on a fresh one. A replica that really died refuses that connection at once.
+                    response = await self.client.post(url + path, json=body)
             except httpx.TransportError as error:  # connect/read errors and timeouts
                 raise ReplicaFailure(f"{type(error).__name__}: {error}") from error
             if response.status_code >= 500:

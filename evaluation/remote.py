@@ -5,7 +5,8 @@ then (after stopping them, so the two never share the cores) on one policy and o
 replica on loopback started by `engines.vllm_serve` with the same engine settings, through
 `RemotePolicyEngine` / `RemotePRM`: (1) the raw policy benchmark (`engine_throughput`: 16 prompts x n=16
 rollouts), (2) a batch of seeded searches (Best-of-N and beam, alternating) at a fixed concurrency
-through the `Controller`. It writes wall times, tokens per second, search latencies, the ratio
+through the `Controller`; the remote side runs twice, with n samples per HTTP request (the default) and
+with one request per sample. It writes wall times, tokens per second, search latencies, the ratio
 remote/in-process, and the share of searches whose answer is identical in both, to `out` (JSON).
 """
 
@@ -113,8 +114,10 @@ def remote_overhead(
         for server in servers:
             server.wait_ready()
 
-        async def remote_run() -> Any:
-            policy = RemotePolicyEngine.connect([servers[0].url], models / "policy")
+        async def remote_run(per_sample: bool) -> Any:
+            policy = RemotePolicyEngine.connect(
+                [servers[0].url], models / "policy", request_per_sample=per_sample
+            )
             prm = RemotePRM.connect([servers[1].url], models / "prm")
             try:
                 return await measure(policy, prm, searches, concurrency, budget)
@@ -122,14 +125,15 @@ def remote_overhead(
                 await policy.aclose()
                 await prm.aclose()
 
-        remote = asyncio.run(remote_run())
+        remote = asyncio.run(remote_run(False))
+        per_sample = asyncio.run(remote_run(True))
     finally:
         for server in servers:
             server.stop()
 
-    same = sum(
-        a == b for a, b in zip(local["search"].pop("answers"), remote["search"].pop("answers"), strict=True)
-    )
+    answers = local["search"].pop("answers")
+    same = sum(a == b for a, b in zip(answers, remote["search"].pop("answers"), strict=True))
+    same_per_sample = sum(a == b for a, b in zip(answers, per_sample["search"].pop("answers"), strict=True))
     report = {
         "setup": {
             "searches": searches,
@@ -140,14 +144,22 @@ def remote_overhead(
         },
         "in_process": local,
         "remote": remote,
+        "remote_request_per_sample": per_sample,
         "remote_over_in_process": {
             "engine_tokens_per_s": round(
                 remote["engine_generated_tokens_per_s"] / local["engine_generated_tokens_per_s"], 3
             ),
             "search_wall": round(remote["search"]["wall_s"] / local["search"]["wall_s"], 3),
             "latency_p50": round(remote["search"]["latency_p50_s"] / local["search"]["latency_p50_s"], 3),
+            "engine_tokens_per_s_request_per_sample": round(
+                per_sample["engine_generated_tokens_per_s"] / local["engine_generated_tokens_per_s"], 3
+            ),
+            "search_wall_request_per_sample": round(
+                per_sample["search"]["wall_s"] / local["search"]["wall_s"], 3
+            ),
         },
         "identical_answers": f"{same}/{searches}",
+        "identical_answers_request_per_sample": f"{same_per_sample}/{searches}",
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
