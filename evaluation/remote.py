@@ -6,8 +6,10 @@ replica on loopback started by `engines.vllm_serve` with the same engine setting
 `RemotePolicyEngine` / `RemotePRM`: (1) the raw policy benchmark (`engine_throughput`: 16 prompts x n=16
 rollouts), (2) a batch of seeded searches (Best-of-N and beam, alternating) at a fixed concurrency
 through the `Controller`; the remote side runs twice, with n samples per HTTP request (the default) and
-with one request per sample. It writes wall times, tokens per second, search latencies, the ratio
-remote/in-process, and the share of searches whose answer is identical in both, to `out` (JSON).
+with one request per sample; (3) every strategy on the same seeded tier-4 problems, graded, for accuracy
+per strategy. It writes wall times, tokens per second, search latencies, the ratio remote/in-process,
+per-strategy accuracy on both sides, and the share of searches whose answer is identical in both, to
+`out` (JSON).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from typing import Any
 from engines.base import PolicyEngine, Sampling
 from evaluation.foundation import engine_throughput
 from searchers.controller import Controller, SearchRequest
+from searchers.registry import default_searchers
 from tasks.sets import load_eval_set
+from verifiers.outcome import grade
 from verifiers.prm import StepVerifier
 
 log = logging.getLogger("ponder.eval")
@@ -79,16 +83,72 @@ async def search_load(
     }
 
 
+async def strategy_accuracy(
+    policy: PolicyEngine, prm: StepVerifier, problems: int, concurrency: int, budget: int
+) -> dict[str, Any]:
+    """Every strategy on the same seeded problems: the answers and how many the checker accepts."""
+    tasks = load_eval_set(4, limit=problems)
+    controller = Controller(policy, prm)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(strategy: str, i: int) -> str:
+        async with gate:
+            request = SearchRequest(
+                prompt_ids=tuple(policy.encode(tasks[i].prompt)),
+                prompt_text=tasks[i].prompt,
+                request_id=f"bench-accuracy-{strategy}-{i}",
+                strategy=strategy,
+                budget=budget,
+                sampling=Sampling(seed=1000 + i),
+            )
+            return (await controller.run(request)).text
+
+    report: dict[str, Any] = {}
+    for strategy in default_searchers():
+        answers = await asyncio.gather(*(one(strategy, i) for i in range(problems)))
+        correct = sum(grade(task, answer) for task, answer in zip(tasks, answers, strict=True))
+        report[strategy] = {"correct": correct, "of": problems, "answers": answers}
+    return report
+
+
 async def measure(
-    policy: PolicyEngine, prm: StepVerifier, searches: int, concurrency: int, budget: int
+    policy: PolicyEngine,
+    prm: StepVerifier,
+    searches: int,
+    concurrency: int,
+    budget: int,
+    accuracy_problems: int = 0,
 ) -> Any:
     raw = await engine_throughput(policy)
     load = await search_load(policy, prm, searches, concurrency, budget)
-    return {"engine_generated_tokens_per_s": raw["engine_generated_tokens_per_s"], "search": load}
+    report = {"engine_generated_tokens_per_s": raw["engine_generated_tokens_per_s"], "search": load}
+    if accuracy_problems:
+        report["accuracy"] = await strategy_accuracy(policy, prm, accuracy_problems, concurrency, budget)
+    return report
+
+
+def compare_accuracy(local: dict[str, Any], remote: dict[str, Any]) -> dict[str, Any]:
+    """Per strategy: accuracy on each side and how many answers are the same text."""
+    table = {}
+    for strategy, here in local.items():
+        there = remote[strategy]
+        same = sum(a == b for a, b in zip(here.pop("answers"), there.pop("answers"), strict=True))
+        table[strategy] = {
+            "in_process_correct": here["correct"],
+            "remote_correct": there["correct"],
+            "of": here["of"],
+            "identical_answers": same,
+        }
+    return table
 
 
 def remote_overhead(
-    models: Path, out: Path, searches: int = 32, concurrency: int = 8, budget: int = 900
+    models: Path,
+    out: Path,
+    searches: int = 32,
+    concurrency: int = 8,
+    budget: int = 900,
+    accuracy_problems: int = 16,
 ) -> dict[str, Any]:
     from engines.remote import RemotePolicyEngine
     from engines.vllm_engine import VLLMConfig
@@ -99,7 +159,7 @@ def remote_overhead(
     kv = 1.0  # the same KV cache on both sides
     pair = Pair.start(models, kv_cache_gib=kv)
     try:
-        local = asyncio.run(measure(pair.policy, pair.prm, searches, concurrency, budget))
+        local = asyncio.run(measure(pair.policy, pair.prm, searches, concurrency, budget, accuracy_problems))
     finally:
         pair.shutdown()
 
@@ -114,19 +174,19 @@ def remote_overhead(
         for server in servers:
             server.wait_ready()
 
-        async def remote_run(per_sample: bool) -> Any:
+        async def remote_run(per_sample: bool, accuracy: int) -> Any:
             policy = RemotePolicyEngine.connect(
                 [servers[0].url], models / "policy", request_per_sample=per_sample
             )
             prm = RemotePRM.connect([servers[1].url], models / "prm")
             try:
-                return await measure(policy, prm, searches, concurrency, budget)
+                return await measure(policy, prm, searches, concurrency, budget, accuracy)
             finally:
                 await policy.aclose()
                 await prm.aclose()
 
-        remote = asyncio.run(remote_run(False))
-        per_sample = asyncio.run(remote_run(True))
+        remote = asyncio.run(remote_run(False, accuracy_problems))
+        per_sample = asyncio.run(remote_run(True, 0))
     finally:
         for server in servers:
             server.stop()
@@ -140,6 +200,7 @@ def remote_overhead(
             "concurrency": concurrency,
             "budget": budget,
             "strategies": list(STRATEGIES),
+            "accuracy_problems_per_strategy": accuracy_problems,
             "replicas": "1 policy + 1 PRM vllm serve on loopback, same host and cores",
         },
         "in_process": local,
@@ -158,6 +219,7 @@ def remote_overhead(
                 per_sample["search"]["wall_s"] / local["search"]["wall_s"], 3
             ),
         },
+        "accuracy_by_strategy": compare_accuracy(local.pop("accuracy", {}), remote.pop("accuracy", {})),
         "identical_answers": f"{same}/{searches}",
         "identical_answers_request_per_sample": f"{same_per_sample}/{searches}",
     }

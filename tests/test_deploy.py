@@ -4,41 +4,35 @@ The files parse; workloads, Services and probes fit together; every container ru
 `ponder serve` / `ponder engine` command the tests run, with flags the real parser accepts; Prometheus
 scrapes the compose services; and every metric a dashboard, an alert or the autoscaler queries exists
 in what Ponder's `/metrics` really exports (or, for `vllm:*`, in the installed vLLM's metrics code).
-These are structural checks: no Kubernetes or compose JSON schema ships offline here.
+The compose file validates against the compose specification's JSON schema (as vendored by
+check-jsonschema) and every Kubernetes resource against the Kubernetes API's schemas (kubernetes-validate,
+strict: unknown fields fail), all offline; each validator is shown to reject a broken copy, so a
+validator that accepts everything cannot pass. The two custom resources (Kustomization, ServiceMonitor)
+have no schema there and get structural checks.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shlex
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
+import kubernetes_validate
 import pytest
 import vllm
 import yaml
+from deploy_files import DEPLOY, K8S, exported_names, k8s_docs, of_kind, queried_metrics
 
 from engines.fake import FakeEngine
 from ponder.cli import build_parser
 from server.main import ServerConfig, create_app
 from verifiers.fake import FakePRM
-
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
-K8S = DEPLOY / "k8s"
-
-
-def k8s_docs() -> list[dict[str, Any]]:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    docs: list[dict[str, Any]] = []
-    for name in kustomization["resources"]:
-        docs += [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
-    return docs
-
-
-def of_kind(kind: str) -> list[dict[str, Any]]:
-    return [d for d in k8s_docs() if d["kind"] == kind]
 
 
 def compose() -> dict[str, Any]:
@@ -55,6 +49,61 @@ def test_every_manifest_parses_and_is_listed() -> None:
     assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     for doc in k8s_docs():
         assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"]
+
+
+def compose_errors(document: dict[str, Any]) -> list[str]:
+    schema = json.loads(
+        files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+    )
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_compose_validates_against_the_compose_spec() -> None:
+    assert compose_errors(compose()) == []
+    unknown_key, bad_condition = compose(), compose()
+    unknown_key["services"]["policy"]["restart_policy"] = "always"  # a deploy key, not a service key
+    bad_condition["services"]["ponder"]["depends_on"]["prm"]["condition"] = "when_ready"
+    assert compose_errors(unknown_key) and compose_errors(bad_condition)
+
+
+CUSTOM_RESOURCES = {"ServiceMonitor"}  # CRDs: the Kubernetes API's schemas do not cover them
+
+
+@pytest.mark.parametrize("version", ["1.30.0", kubernetes_validate.latest_version()])
+def test_manifests_validate_against_the_kubernetes_api(version: str) -> None:
+    checked = set()
+    for doc in k8s_docs():
+        if doc["kind"] not in CUSTOM_RESOURCES:
+            kubernetes_validate.validate(doc, version, strict=True)
+            checked.add(doc["kind"])
+    assert checked == {
+        "Namespace",
+        "Secret",
+        "StatefulSet",
+        "Service",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+    }
+    (controller,) = copy.deepcopy(of_kind("Deployment"))
+    controller["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = [8000]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(controller, version, strict=True)
+    controller = copy.deepcopy(of_kind("Deployment")[0])
+    controller["spec"]["replica"] = 2  # a typo strict validation must catch
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(controller, version, strict=True)
+
+
+def test_the_service_monitor_scrapes_the_controller_and_both_engines() -> None:
+    (monitor,) = of_kind("ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    selected = [s for s in of_kind("Service") if wanted <= s["metadata"].get("labels", {}).items()]
+    assert {s["metadata"]["name"] for s in selected} == {"ponder", "policy", "prm"}
+    for service in selected:
+        ports = {p["name"] for p in service["spec"]["ports"]}
+        assert all(e["port"] in ports and e["path"] == "/metrics" for e in monitor["spec"]["endpoints"])
 
 
 def test_workloads_services_and_probes_fit_together() -> None:
@@ -133,18 +182,6 @@ def test_compose_services_run_accepted_commands_and_prometheus_scrapes_them() ->
         assert (DEPLOY / volume.split(":")[0]).exists(), volume
 
 
-def queried_metrics() -> set[str]:
-    """Every metric name in the dashboard's queries, the alert rules and the autoscaler."""
-    dashboard = json.loads((DEPLOY / "grafana" / "ponder-dashboard.json").read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    alerts = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
-    exprs += [r["expr"] for g in alerts["groups"] for r in g["rules"]]
-    (hpa,) = of_kind("HorizontalPodAutoscaler")
-    exprs += [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"]]
-    names = {n for e in exprs for n in re.findall(r"\b(?:ponder_|vllm:)[a-z_:]+", e)}
-    return names
-
-
 def test_the_dashboard_covers_what_operators_look_at() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "ponder-dashboard.json").read_text())
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
@@ -163,10 +200,8 @@ async def test_every_ponder_metric_queried_is_exported() -> None:
         assert (await http.post("/v1/chat/completions", json=body)).status_code == 200
         await http.get("/health")
         exported = (await http.get("/metrics")).text
-    families = {line.split()[2] for line in exported.splitlines() if line.startswith("# TYPE")}
-    series = {re.split(r"[{ ]", line)[0] for line in exported.splitlines() if line and line[0] != "#"}
     ponder = {n for n in queried_metrics() if n.startswith("ponder_")}
-    assert ponder and ponder <= series | families
+    assert ponder and ponder <= exported_names(exported)
 
 
 def test_every_vllm_metric_queried_exists_in_the_installed_vllm() -> None:

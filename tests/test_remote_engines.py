@@ -177,6 +177,19 @@ async def test_abort_and_cancel_leave_nothing_running(remote_policy: RemotePolic
     assert remote_policy.remote.inflight() == 0
 
 
+async def test_every_vllm_metric_deploy_queries_is_scraped_from_the_live_engines(servers: Servers) -> None:
+    # After the tests above ran traffic through both servers, so histograms and counters have series.
+    from deploy_files import exported_names, queried_metrics
+
+    async with httpx.AsyncClient() as http:
+        policy = exported_names((await http.get(f"{servers.policy[0].url}/metrics")).text)
+        prm = exported_names((await http.get(f"{servers.prm.url}/metrics")).text)
+    wanted = {n for n in queried_metrics() if n.startswith("vllm:")}
+    assert wanted and wanted <= policy, wanted - policy
+    # The dashboard's vLLM panels read both engines; the PRM server's pooling requests count there too.
+    assert {n for n in wanted if "request" in n} <= prm
+
+
 async def test_server_health_reports_the_replicas(
     remote_policy: RemotePolicyEngine, remote_prm: RemotePRM
 ) -> None:

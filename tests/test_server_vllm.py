@@ -185,6 +185,20 @@ async def test_replaying_a_task_set_counts_graded_outcomes(server_url: str) -> N
     assert sum(float(line.split()[-1]) for line in graded) >= 4
 
 
+async def test_every_ponder_metric_deploy_queries_is_scraped_from_the_live_server(server_url: str) -> None:
+    from deploy_files import exported_names, queried_metrics
+
+    client = openai.AsyncOpenAI(base_url=f"{server_url}/v1", api_key="none")
+    search = {"strategy": "best_of_n", "budget": 300, "reference": "24"}
+    await client.chat.completions.create(
+        model="ponder-default", messages=[{"role": "user", "content": PROMPT}], extra_body={"search": search}
+    )
+    async with httpx.AsyncClient() as http:
+        exported = exported_names((await http.get(f"{server_url}/metrics")).text)
+    wanted = {n for n in queried_metrics() if n.startswith("ponder_")}
+    assert wanted and wanted <= exported, wanted - exported
+
+
 async def test_a_streaming_client_that_leaves_stops_its_search(
     server_url: str, policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
 ) -> None:
