@@ -61,7 +61,9 @@ class Sampling:
     max_step_tokens: int = 48  # one step never needs more; a longer one is cut ("length")
     max_tokens: int = 256  # whole rollouts
     seed: int | None = None
-    logprobs: bool = True  # cumulative log-probabilities (MCTS priors)
+    # Cumulative log-probabilities, for MCTS's priors only: off by default because they cost the engine a
+    # log-softmax per token and the output processor a Python object per token.
+    logprobs: bool = False
 
 
 @dataclass(frozen=True)

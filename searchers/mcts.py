@@ -37,7 +37,7 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -369,7 +369,8 @@ class TreeSearch:
 
     async def expand(self, leaves: list[Node], iteration: int) -> list[Node]:
         prefixes = [self.ctx.prefix(leaf.trace) for leaf in leaves]
-        generation = await self.ctx.policy.expand(prefixes, self.knobs.children, self.ctx.seeded(iteration))
+        sampling = replace(self.ctx.seeded(iteration), logprobs=True)  # the children's priors
+        generation = await self.ctx.policy.expand(prefixes, self.knobs.children, sampling)
         self.sampled_steps += len(leaves) * self.knobs.children
         self.sampled_step_tokens += generation.usage.generated_tokens
         return [

@@ -21,7 +21,7 @@ PROMPT = "3 7 9 13 -> 24\n"
 
 async def test_expand_stops_at_the_step_delimiter(policy_engine: VLLMPolicyEngine) -> None:
     prompt = policy_engine.encode(PROMPT)
-    generation = await policy_engine.expand([prompt, prompt], 4, Sampling(seed=1), "t-expand")
+    generation = await policy_engine.expand([prompt, prompt], 4, Sampling(seed=1, logprobs=True), "t-expand")
     assert len(generation.continuations) == 2 and all(len(row) == 4 for row in generation.continuations)
     for row in generation.continuations:
         for c in row:
@@ -33,6 +33,13 @@ async def test_expand_stops_at_the_step_delimiter(policy_engine: VLLMPolicyEngin
             assert c.logprob <= 0.0
             # token ids are the source of truth: the text is their decoding
             assert policy_engine.decode(prompt + list(c.token_ids)) == PROMPT + c.text
+    assert any(c.logprob < 0.0 for row in generation.continuations for c in row)
+    # Log-probabilities are an extra output, never a different sample: only MCTS asks for them.
+    plain = await policy_engine.expand([prompt, prompt], 4, Sampling(seed=1), "t-expand-plain")
+    assert [[c.token_ids for c in row] for row in plain.continuations] == [
+        [c.token_ids for c in row] for row in generation.continuations
+    ]
+    assert all(c.logprob == 0.0 for row in plain.continuations for c in row)
 
 
 async def test_usage_is_exact(policy_engine: VLLMPolicyEngine) -> None:

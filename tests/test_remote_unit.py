@@ -132,7 +132,7 @@ async def test_remote_policy_sends_token_ids_and_reads_the_reply_like_in_process
         return httpx.Response(200, json=completion_reply([20, 21, step], "stop", step, body["n"]))
 
     policy = remote_policy(handler, URLS[:1], per_sample)
-    generation = await policy.expand([[1, 5, 6], [1, 7]], 2, Sampling(seed=4), "r")
+    generation = await policy.expand([[1, 5, 6], [1, 7]], 2, Sampling(seed=4, logprobs=True), "r")
     # vLLM seeds sample j of an n-request with seed + j: both forms draw VLLMPolicyEngine's seeds
     base = 4 * 1_000_003
     if per_sample:
