@@ -138,7 +138,9 @@ def cmd_eval_replay(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     from evaluation.load import load_results
 
-    report = load_results(args.models, args.out, args.requests, args.concurrency, args.budget)
+    report = load_results(
+        args.models, args.out, args.requests, args.concurrency, args.budget, not args.no_breakdown
+    )
     print(json.dumps(report, indent=2))
     return 0 if report["failed"] == 0 and report["best_of_n"]["failed"] == 0 else 1
 
@@ -307,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--concurrency", type=int, default=16)
     load.add_argument("--budget", type=int, default=600, help="tokens per request")
     load.add_argument("--out", type=Path, default=Path("results/server-load.json"))
+    load.add_argument(
+        "--no-breakdown",
+        action="store_true",
+        help="skip the runs that explain Best-of-N throughput (no HTTP, vote without PRM, 4x concurrency)",
+    )
     load.set_defaults(func=cmd_load)
     return parser
 
