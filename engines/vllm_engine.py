@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import Continuation, Finish, Generation, Sampling, gather_or_cancel, validate_prefixes
+from engines.cpu_binding import cpu_binding
 from engines.inflight import InflightRequests
 from engines.usage import Usage
 
@@ -36,6 +37,9 @@ class VLLMConfig:
     enable_chunked_prefill: bool = False
     max_num_seqs: int = 256
     seed: int = 0
+    # CPU backend: the cores this engine's workers compute on (VLLM_CPU_OMP_THREADS_BIND's format, see
+    # engines/cpu_binding.py); None keeps vLLM's own binding. GPUs ignore it.
+    cpu_cores: str | None = None
 
     def engine_args(self, **extra: Any) -> Any:
         from vllm import AsyncEngineArgs
@@ -136,8 +140,9 @@ class VLLMPolicyEngine(PolicyText):
     def start(cls, config: VLLMConfig) -> VLLMPolicyEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        log.info("starting vLLM policy engine on %s", config.model)
-        engine = AsyncLLM.from_engine_args(config.engine_args())
+        log.info("starting vLLM policy engine on %s (cores %s)", config.model, config.cpu_cores or "auto")
+        with cpu_binding(config.cpu_cores):
+            engine = AsyncLLM.from_engine_args(config.engine_args())
         return cls(engine, load_tokenizer(config.model))
 
     def shutdown(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import httpx
 
+from engines.cpu_binding import BIND_VARIABLE
 from engines.vllm_engine import VLLMConfig, load_tokenizer
 
 Role = Literal["policy", "prm"]
@@ -79,9 +80,12 @@ def serve_command(
 
 
 def serve_env(config: VLLMConfig, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of the server: the CPU backend sizes its KV cache from VLLM_CPU_KVCACHE_SPACE."""
+    """The environment of the server: the CPU backend sizes its KV cache from VLLM_CPU_KVCACHE_SPACE
+    and binds its workers to `config.cpu_cores` where given."""
     env = dict(os.environ if base is None else base)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gib))))
+    if config.cpu_cores:
+        env[BIND_VARIABLE] = config.cpu_cores
     return env
 
 

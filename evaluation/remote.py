@@ -150,6 +150,7 @@ def remote_overhead(
     budget: int = 900,
     accuracy_problems: int = 16,
 ) -> dict[str, Any]:
+    from engines.cpu_binding import engine_cores
     from engines.remote import RemotePolicyEngine
     from engines.vllm_engine import VLLMConfig
     from engines.vllm_serve import ServerProcess
@@ -164,9 +165,13 @@ def remote_overhead(
         pair.shutdown()
 
     logs = tempfile.mkdtemp(prefix="ponder-bench-remote-")
+    cores = dict(zip(("policy", "prm"), engine_cores(), strict=True))  # the cores the pair had
     servers = [
         ServerProcess(
-            VLLMConfig(model=str(models / role), kv_cache_gib=kv), role, free_port(), f"{logs}/{role}.log"
+            VLLMConfig(model=str(models / role), kv_cache_gib=kv, cpu_cores=cores[role]),
+            role,
+            free_port(),
+            f"{logs}/{role}.log",
         )
         for role in ("policy", "prm")
     ]

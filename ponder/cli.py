@@ -57,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_engine(args: argparse.Namespace) -> int:
     """Run one vLLM server for a remote policy or PRM replica, with the in-process engines' settings."""
+    from engines.cpu_binding import BIND_VARIABLE
     from engines.vllm_engine import VLLMConfig
     from engines.vllm_serve import serve_command, serve_env
 
@@ -66,10 +67,12 @@ def cmd_engine(args: argparse.Namespace) -> int:
         max_model_len=args.max_model_len,
         dtype=args.dtype,
         enforce_eager=not args.compile,
+        cpu_cores=args.cpu_cores,
     )
     argv = serve_command(config, args.role, args.host, args.port) + list(args.vllm_args)
     if args.print:
-        print(shlex.join(argv))
+        binding = ["env", f"{BIND_VARIABLE}={args.cpu_cores}"] if args.cpu_cores else []
+        print(shlex.join(binding + argv))
         return 0
     os.execve(argv[0], argv, serve_env(config))  # becomes the vLLM server: signals reach it directly
 
@@ -218,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--port", type=int, default=8001)
     engine.add_argument(
         "--kv-cache-gib", type=float, default=2.0, help="KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)"
+    )
+    engine.add_argument(
+        "--cpu-cores",
+        help="CPU backend: the cores this server computes on, e.g. 0 or 2-3 (VLLM_CPU_OMP_THREADS_BIND); "
+        "give a policy and a PRM server on one machine different cores. Default: vLLM's binding",
     )
     engine.add_argument("--max-model-len", type=int, help="default: the model's max_position_embeddings")
     engine.add_argument("--dtype", default="float32", help="float32 for the embedded models; auto on GPU")

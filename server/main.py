@@ -74,12 +74,15 @@ def create_app(config: ServerConfig, policy: PolicyEngine, prm: StepVerifier | N
 
 def start_engines(config: ServerConfig) -> tuple[PolicyEngine, StepVerifier, Callable[[], None]]:
     """The policy and PRM `serve` uses (remote where URLs are given), and how to stop what was started."""
+    from engines.cpu_binding import engine_cores
     from engines.remote import RemotePolicyEngine
     from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
     from verifiers.remote_prm import RemotePRM
     from verifiers.vllm_prm import VLLMPRM
 
     stops: list[Callable[[], None]] = []
+    both_local = not config.policy_urls and not config.prm_urls
+    policy_cores, prm_cores = engine_cores() if both_local else (None, None)
     policy: PolicyEngine
     prm: StepVerifier
     if config.policy_urls:
@@ -87,13 +90,17 @@ def start_engines(config: ServerConfig) -> tuple[PolicyEngine, StepVerifier, Cal
             config.policy_urls, config.models / "policy", cool_off_s=config.replica_cool_off_s
         )
     else:
-        local_policy = VLLMPolicyEngine.start(VLLMConfig(model=str(config.models / "policy"), kv_cache_gib=2))
+        local_policy = VLLMPolicyEngine.start(
+            VLLMConfig(model=str(config.models / "policy"), kv_cache_gib=2, cpu_cores=policy_cores)
+        )
         stops.append(local_policy.shutdown)
         policy = local_policy
     if config.prm_urls:
         prm = RemotePRM.connect(config.prm_urls, config.models / "prm", cool_off_s=config.replica_cool_off_s)
     else:
-        local_prm = VLLMPRM.start(VLLMConfig(model=str(config.models / "prm"), kv_cache_gib=2))
+        local_prm = VLLMPRM.start(
+            VLLMConfig(model=str(config.models / "prm"), kv_cache_gib=2, cpu_cores=prm_cores)
+        )
         stops.append(local_prm.shutdown)
         prm = local_prm
 

@@ -70,3 +70,7 @@ def test_engine_prints_the_vllm_command_with_the_in_process_settings(capsys: obj
     main(["engine", "policy", "--print"])
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert "--enable-prompt-tokens-details" in out and "--enable-prefix-caching" in out
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in out  # vLLM's own binding unless told
+    main(["engine", "prm", "--cpu-cores", "1", "--print"])
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert out.startswith("env VLLM_CPU_OMP_THREADS_BIND=1 ")

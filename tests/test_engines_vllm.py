@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +176,41 @@ async def test_prm_refuses_a_candidate_longer_than_its_context(prm_engine: VLLMP
 def test_chat_rendering_gives_the_training_prompt_ids(policy_engine: VLLMPolicyEngine) -> None:
     messages = [{"role": "user", "content": "3 7 9 13 -> 24"}]
     assert policy_engine.render_chat(messages) == policy_engine.encode(PROMPT)
+
+
+def worker_affinities() -> set[str]:
+    """Cpus_allowed_list of every vLLM worker process descended from this test process."""
+    parents: dict[int, int] = {}
+    workers: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        if stat.split("(", 1)[1].startswith("VLLM::Worker"):
+            allowed = [line for line in status.splitlines() if line.startswith("Cpus_allowed_list")]
+            workers[int(entry)] = allowed[0].split()[-1]
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return {allowed for pid, allowed in workers.items() if descends(pid)}
+
+
+def test_the_policy_and_the_prm_compute_on_separate_cores(
+    policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM, engine_cores_split: tuple[str | None, str | None]
+) -> None:
+    if engine_cores_split == (None, None):
+        pytest.skip("vLLM's own binding here (a GPU, one core, or VLLM_CPU_OMP_THREADS_BIND set)")
+    policy_cores, prm_cores = engine_cores_split
+    assert policy_cores and prm_cores and not set(policy_cores.split(",")) & set(prm_cores.split(","))
+    affinities = worker_affinities()
+    assert {policy_cores, prm_cores} <= affinities, affinities

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engines.base import gather_or_cancel, validate_prefixes
+from engines.cpu_binding import cpu_binding
 from engines.inflight import InflightRequests
 from engines.usage import Usage
 from engines.vllm_engine import VLLMConfig, shutdown_engine
@@ -44,8 +45,10 @@ class VLLMPRM:
             pooler_config=PoolerConfig(**pooling.pooler_config),
         )
         args.enable_prefix_caching = False
-        log.info("starting vLLM PRM engine on %s", config.model)
-        return cls(AsyncLLM.from_engine_args(args), pooling.step_tag_id)
+        log.info("starting vLLM PRM engine on %s (cores %s)", config.model, config.cpu_cores or "auto")
+        with cpu_binding(config.cpu_cores):
+            engine = AsyncLLM.from_engine_args(args)
+        return cls(engine, pooling.step_tag_id)
 
     def shutdown(self) -> None:
         shutdown_engine(self.engine)
