@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import httpx
 
-from engines.cpu_binding import BIND_VARIABLE
+from engines.cpu_binding import BIND_VARIABLE, pin
 from engines.vllm_engine import VLLMConfig, load_tokenizer
 
 Role = Literal["policy", "prm"]
@@ -105,6 +105,8 @@ class ServerProcess:
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so stop() reaches the EngineCore too
+            # the server, its EngineCore and its workers all compute on the replica's cores
+            preexec_fn=(lambda: pin(config.cpu_cores)) if config.cpu_cores else None,
         )
 
     def ready(self) -> bool:

@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_engine(args: argparse.Namespace) -> int:
     """Run one vLLM server for a remote policy or PRM replica, with the in-process engines' settings."""
-    from engines.cpu_binding import BIND_VARIABLE
+    from engines.cpu_binding import BIND_VARIABLE, pin
     from engines.vllm_engine import VLLMConfig
     from engines.vllm_serve import serve_command, serve_env
 
@@ -71,9 +71,17 @@ def cmd_engine(args: argparse.Namespace) -> int:
     )
     argv = serve_command(config, args.role, args.host, args.port) + list(args.vllm_args)
     if args.print:
-        binding = ["env", f"{BIND_VARIABLE}={args.cpu_cores}"] if args.cpu_cores else []
+        # taskset keeps the server's EngineCore on the cores too, as pin() does below
+        binding = (
+            ["taskset", "-c", args.cpu_cores, "env", f"{BIND_VARIABLE}={args.cpu_cores}"]
+            if args.cpu_cores
+            else []
+        )
         print(shlex.join(binding + argv))
         return 0
+    # the server and the engine processes it spawns stay on those cores (or on the CPU list a
+    # container set in the variable; keywords such as "auto" leave the affinity alone)
+    pin(args.cpu_cores or os.environ.get(BIND_VARIABLE))
     os.execve(argv[0], argv, serve_env(config))  # becomes the vLLM server: signals reach it directly
 
 

@@ -73,4 +73,4 @@ def test_engine_prints_the_vllm_command_with_the_in_process_settings(capsys: obj
     assert "VLLM_CPU_OMP_THREADS_BIND" not in out  # vLLM's own binding unless told
     main(["engine", "prm", "--cpu-cores", "1", "--print"])
     out = capsys.readouterr().out  # type: ignore[attr-defined]
-    assert out.startswith("env VLLM_CPU_OMP_THREADS_BIND=1 ")
+    assert out.startswith("taskset -c 1 env VLLM_CPU_OMP_THREADS_BIND=1 ")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engines import cpu_binding
-from engines.cpu_binding import BIND_VARIABLE, physical_cores, split_cores
+from engines.cpu_binding import BIND_VARIABLE, parse_cpu_list, physical_cores, pin, split_cores
 from engines.cpu_binding import cpu_binding as binding
 
 
@@ -56,6 +56,45 @@ def test_binding_is_set_inside_the_block_and_restored(monkeypatch: pytest.Monkey
     assert os.environ[BIND_VARIABLE] == "0-3"
     with binding(None):
         assert os.environ[BIND_VARIABLE] == "0-3"
+
+
+@pytest.mark.parametrize(
+    "text, cpus",
+    [
+        ("0", {0}),
+        ("0,2-3", {0, 2, 3}),
+        ("0-1|4-5", {0, 1, 4, 5}),
+        ("auto", None),
+        ("nobind", None),
+        ("", None),
+    ],
+)
+def test_cpu_lists_parse_as_vllm_reads_them(text: str, cpus: set[int] | None) -> None:
+    assert parse_cpu_list(text) == cpus
+
+
+def test_engines_started_in_the_block_inherit_its_cores_and_the_caller_gets_its_own_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(BIND_VARIABLE, raising=False)
+    allowed = os.sched_getaffinity(0)
+    last = max(allowed)
+    with binding(str(last)):
+        assert os.sched_getaffinity(0) == {last}  # what a process spawned now inherits
+    assert os.sched_getaffinity(0) == allowed
+    with binding("nobind"), binding(str(max(allowed) + 1)):  # a keyword, a CPU we may not use
+        assert os.sched_getaffinity(0) == allowed
+
+
+def test_pin_confines_what_the_thread_spawns_next() -> None:
+    allowed = os.sched_getaffinity(0)
+    try:
+        pin(str(min(allowed)))
+        assert os.sched_getaffinity(0) == {min(allowed)}
+        pin(None)
+        assert os.sched_getaffinity(0) == {min(allowed)}
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def test_a_binding_the_user_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:

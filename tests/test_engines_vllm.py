@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engines.base import InvalidPrompt, Sampling
+from engines.cpu_binding import parse_cpu_list
 from engines.vllm_engine import VLLMPolicyEngine
 from ponder.defaults import DEFAULT_PRM
 from tasks.countdown import generate
@@ -178,10 +179,12 @@ def test_chat_rendering_gives_the_training_prompt_ids(policy_engine: VLLMPolicyE
     assert policy_engine.render_chat(messages) == policy_engine.encode(PROMPT)
 
 
-def worker_affinities() -> set[str]:
-    """Cpus_allowed_list of every vLLM worker process descended from this test process."""
+def engine_affinities() -> list[tuple[set[int] | None, set[int] | None]]:
+    """(EngineCore's CPUs, its worker's CPUs) for every vLLM engine descended from this test process,
+    read from /proc (Cpus_allowed_list)."""
     parents: dict[int, int] = {}
-    workers: dict[int, str] = {}
+    names: dict[int, str] = {}
+    allowed: dict[int, set[int] | None] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -190,10 +193,11 @@ def worker_affinities() -> set[str]:
             status = Path(f"/proc/{entry}/status").read_text()
         except OSError:
             continue
-        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-        if stat.split("(", 1)[1].startswith("VLLM::Worker"):
-            allowed = [line for line in status.splitlines() if line.startswith("Cpus_allowed_list")]
-            workers[int(entry)] = allowed[0].split()[-1]
+        pid = int(entry)
+        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+        names[pid] = stat.split("(", 1)[1].rsplit(")", 1)[0]
+        line = next(x for x in status.splitlines() if x.startswith("Cpus_allowed_list"))
+        allowed[pid] = parse_cpu_list(line.split()[-1])
 
     def descends(pid: int) -> bool:
         while pid > 1:
@@ -202,7 +206,14 @@ def worker_affinities() -> set[str]:
                 return True
         return False
 
-    return {allowed for pid, allowed in workers.items() if descends(pid)}
+    def is_engine_worker(pid: int, name: str) -> bool:
+        return name.startswith("VLLM::Worker") and names.get(parents[pid], "").startswith("VLLM::EngineCor")
+
+    return [
+        (allowed[parents[pid]], allowed[pid])
+        for pid, name in names.items()
+        if is_engine_worker(pid, name) and descends(pid)
+    ]
 
 
 def test_the_policy_and_the_prm_compute_on_separate_cores(
@@ -212,5 +223,8 @@ def test_the_policy_and_the_prm_compute_on_separate_cores(
         pytest.skip("vLLM's own binding here (a GPU, one core, or VLLM_CPU_OMP_THREADS_BIND set)")
     policy_cores, prm_cores = engine_cores_split
     assert policy_cores and prm_cores and not set(policy_cores.split(",")) & set(prm_cores.split(","))
-    affinities = worker_affinities()
-    assert {policy_cores, prm_cores} <= affinities, affinities
+    engines = engine_affinities()
+    workers = [worker for _, worker in engines]
+    assert parse_cpu_list(policy_cores) in workers and parse_cpu_list(prm_cores) in workers, engines
+    # each engine's scheduler process shares its workers' cores instead of preempting the other's
+    assert all(core == worker for core, worker in engines), engines
