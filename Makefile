@@ -40,7 +40,7 @@ unit: install
 results: install
 	$(BIN)/ponder eval foundation --out results/foundation.json
 
-# Compute versus accuracy of every strategy (about an hour on 2 CPU cores); also refits auto's table.
+# Compute versus accuracy of every strategy (about 20 minutes on 2 CPU cores); also refits auto's table.
 search-results: install
 	$(BIN)/ponder eval search --tier 4 --problems 300 --out results/search.json
 
