@@ -5,6 +5,7 @@ Contract: `evaluate_pair` runs, per tier, greedy decoding, `samples` sampled sol
 incorrect final solutions (last-step score), and its AUROC at predicting Math-Shepherd step labels
 (hard label: any of K rollouts from that step succeeds) on fresh rollouts. `engine_throughput` is the
 "physical limit" benchmark: generated tokens per second for 16 prompts x n=16 samples.
+`prm_throughput` is the PRM's: scored tokens per second reading those 256 solutions in one call.
 """
 
 from __future__ import annotations
@@ -141,6 +142,37 @@ async def engine_throughput(
             "n": n,
             "repeats": repeats,
             "generated_tokens": tokens,
+            "tokens_per_s": [round(x, 1) for x in rates],
+        },
+    }
+
+
+async def prm_throughput(pair: Pair, prompts: int = 16, n: int = 16, repeats: int = 3) -> dict[str, Any]:
+    """Scored tokens per second: the PRM reading 16 prompts x n=16 sampled solutions at once, median of
+    repeats after one unmeasured pass (the CPU backend's first calls pay one-off kernel set-up)."""
+    problems = [countdown_problem(t) for t in load_eval_set(4, limit=prompts)]
+    ids = [pair.policy.encode(p.prompt()) for p in problems]
+    sampling = Sampling(temperature=1.0, seed=7, logprobs=False)
+    generation = await pair.policy.rollout(ids, n, sampling, "bench-prm-samples")
+    step_id = pair.policy.step_token_id
+    candidates = [
+        Candidate(tuple(prompt), tuple(split_steps_ids(c.token_ids, step_id)))
+        for prompt, row in zip(ids, generation.continuations, strict=True)
+        for c in row
+    ]
+    await pair.prm.score(candidates, "bench-prm-warmup")
+    rates, tokens = [], []
+    for r in range(repeats):
+        started = time.perf_counter()
+        scores = await pair.prm.score(candidates, f"bench-prm-{r}")
+        rates.append(scores.usage.scored_tokens / (time.perf_counter() - started))
+        tokens.append(scores.usage.scored_tokens)
+    return {
+        "prm_scored_tokens_per_s": round(statistics.median(rates), 1),
+        "prm_benchmark": {
+            "candidates": len(candidates),
+            "repeats": repeats,
+            "scored_tokens": tokens,
             "tokens_per_s": [round(x, 1) for x in rates],
         },
     }

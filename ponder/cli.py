@@ -163,14 +163,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report = remote_overhead(args.models, args.out or Path("results/remote-overhead.json"))
         print(json.dumps(report, indent=2))
         return 0
-    from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
-    from evaluation.foundation import engine_throughput
+    from evaluation.foundation import engine_throughput, prm_throughput
+    from ponder.pair import Pair
 
-    engine = VLLMPolicyEngine.start(VLLMConfig(model=str(args.models / "policy"), kv_cache_gib=2))
+    async def both(pair: Pair) -> dict[str, object]:
+        policy = await engine_throughput(pair.policy, args.prompts, args.n, args.repeats)
+        return {**policy, **await prm_throughput(pair, args.prompts, args.n, args.repeats)}
+
+    # the engines on the cores they get when serving (one each on 2 cores)
+    pair = Pair.start(args.models)
     try:
-        report = asyncio.run(engine_throughput(engine, args.prompts, args.n, args.repeats))
+        report = asyncio.run(both(pair))
     finally:
-        engine.shutdown()
+        pair.shutdown()
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -299,7 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--api-key", default=os.environ.get("PONDER_API_KEY"))
     rep.set_defaults(func=cmd_eval_replay)
 
-    bench = sub.add_parser("bench", help="raw policy-engine throughput (the reference for the search layer)")
+    bench = sub.add_parser(
+        "bench",
+        help="raw policy-engine throughput (the search layer's reference) and the PRM's scored tokens/s",
+    )
     bench.add_argument("--models", type=Path, default=DEFAULT_MODELS)
     bench.add_argument("--prompts", type=int, default=16)
     bench.add_argument("--n", type=int, default=16)

@@ -43,3 +43,15 @@ async def test_knobs_travel_and_vote_selection_scores_nothing() -> None:
 async def test_rejected_requests_count_as_failed() -> None:
     report = await run_load("http://test", ["no_such_strategy"], 3, 2, 600, transport=transport())
     assert report["failed"] == 3 and report["generated_tokens_per_s"] == 0
+
+
+async def test_the_prm_benchmark_reads_every_sampled_solution() -> None:
+    from evaluation.foundation import prm_throughput
+    from ponder.pair import Pair
+
+    pair = Pair(FakeEngine(), FakePRM())  # type: ignore[arg-type]
+    report = await prm_throughput(pair, prompts=3, n=4, repeats=2)
+    bench = report["prm_benchmark"]
+    assert bench["candidates"] == 12 and bench["repeats"] == 2
+    assert bench["scored_tokens"][0] == bench["scored_tokens"][1] > 12  # prompt and steps, every time
+    assert report["prm_scored_tokens_per_s"] > 0
