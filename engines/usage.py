@@ -1,7 +1,9 @@
 """Token usage, counted from what the engines report (never estimated).
 
 Contract: `Usage` is an immutable sum of token counts; adding two gives the total. Prompt tokens are split
-into those the engine prefilled and those it served from its prefix cache.
+into those the engine prefilled and those it served from its prefix cache; the PRM's read tokens are
+split the same way. A cached token still counts as read: the budget charges what was read, so it
+means the same with or without a prefix cache (a remote PRM has none).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ class Usage:
     cached_prompt_tokens: int = 0  # of which served from the prefix cache
     generated_tokens: int = 0  # tokens the policy sampled
     scored_tokens: int = 0  # tokens the PRM read
+    cached_scored_tokens: int = 0  # of which it served from its prefix cache (no compute)
     policy_calls: int = 0  # engine requests (one per prefix per call)
     verifier_calls: int = 0  # PRM requests (one per scored sequence)
 

@@ -41,6 +41,7 @@ class Tally:
     latencies: list[float] = field(default_factory=list)
     generated: int = 0
     scored: int = 0
+    cached_scored: int = 0
     failed: int = 0
 
 
@@ -84,6 +85,7 @@ async def run_load(
         usage = response.json()["usage"]
         tally.generated += int(usage["completion_tokens"])
         tally.scored += int(usage.get("scored_tokens", 0))
+        tally.cached_scored += int(usage.get("cached_scored_tokens", 0))
 
     limits = httpx.Limits(max_connections=concurrency * 2)
     async with httpx.AsyncClient(timeout=600, limits=limits, transport=transport) as http:
@@ -110,6 +112,8 @@ def summary(tally: Tally, wall: float) -> dict[str, Any]:
         "generated_tokens_per_s": round(tally.generated / wall, 1),
         # the PRM's work on the same cores, which generated tokens/s leave out
         "scored_tokens_per_s": round(tally.scored / wall, 1),
+        # of which the PRM read from its prefix cache (no compute)
+        "cached_scored_tokens_per_s": round(tally.cached_scored / wall, 1),
     }
 
 
@@ -139,6 +143,7 @@ async def run_direct(pair: Pair, requests: int, concurrency: int, budget: int) -
             tally.latencies.append(time.perf_counter() - started)
         tally.generated += found.usage.generated_tokens
         tally.scored += found.usage.scored_tokens
+        tally.cached_scored += found.usage.cached_scored_tokens
 
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(requests)))

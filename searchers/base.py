@@ -142,7 +142,9 @@ async def score(ctx: SearchContext, traces: Sequence[Trace]) -> list[Trace]:
     todo = [i for i, t in enumerate(traces) if not t.scored and t.steps]
     if not todo:
         return list(traces)
-    scores = await verifier.score([Candidate(ctx.prompt_ids, traces[i].steps) for i in todo])
+    scores = await verifier.score(
+        [Candidate(ctx.prompt_ids, traces[i].steps, traces[i].scores) for i in todo]
+    )
     out = list(traces)
     for i, row in zip(todo, scores.step_scores, strict=True):
         out[i] = replace(out[i], scores=tuple(row))

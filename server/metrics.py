@@ -79,6 +79,7 @@ class Metrics:
         self.tokens.labels("prefilled").inc(usage.prefilled_prompt_tokens)
         self.tokens.labels("cached").inc(usage.cached_prompt_tokens)
         self.tokens.labels("scored").inc(usage.scored_tokens)
+        self.tokens.labels("scored_cached").inc(usage.cached_scored_tokens)  # of "scored"
         self.utilisation.labels(strategy).observe((usage.generated_tokens + usage.scored_tokens) / budget)
         self.stops.labels(strategy, stop_reason).inc()
 

@@ -104,6 +104,7 @@ class UsageInfo(BaseModel):
     prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
     completion_tokens_details: CompletionTokensDetails = Field(default_factory=CompletionTokensDetails)
     scored_tokens: int = 0  # Ponder: tokens the PRM read
+    cached_scored_tokens: int = 0  # Ponder: of which it served from its prefix cache
 
 
 class SearchReport(BaseModel):

@@ -251,6 +251,7 @@ class SearchService:
                 reasoning_tokens=max(total.generated_tokens - returned, 0)
             ),
             scored_tokens=total.scored_tokens,
+            cached_scored_tokens=total.cached_scored_tokens,
         )
 
     def chat_response(self, request: ChatCompletionRequest, answers: list[Answer]) -> ChatCompletionResponse:

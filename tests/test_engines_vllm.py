@@ -142,6 +142,37 @@ async def test_vllm_prm_agrees_with_transformers_reference(
     )
 
 
+def _steps(policy_engine: VLLMPolicyEngine, lines: list[str]) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(policy_engine.encode(line)) for line in lines)
+
+
+async def test_prm_reuses_a_scored_prefix_and_gives_the_same_scores(
+    policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
+) -> None:
+    """A step-level search re-sends each prefix: the PRM reads it from its cache, and the scores of the
+    cached steps come from the trace (`known`) or, where it has none, from scoring again uncached."""
+    prompt = tuple(policy_engine.encode("5 6 8 11 -> 19\n"))  # a prompt no other test sends
+    lines = ["11-8=3 [5 6 3]\n", "6-5=1 [3 1]\n", "3*1=3 [3]\n", "3+1=4 [4]\n", "4*5=20 [20]\n"]
+    head = Candidate(prompt, _steps(policy_engine, lines[:3]))
+    first = await prm_engine.score([head], "t-reuse-1")
+    assert first.usage.cached_scored_tokens == 0
+    extended = Candidate(prompt, _steps(policy_engine, lines), known=tuple(first.step_scores[0]))
+    reused = await prm_engine.score([extended], "t-reuse-2")
+    assert reused.usage.cached_scored_tokens >= 32  # one full KV block at least
+    assert reused.usage.scored_tokens == len(prompt) + sum(map(len, extended.steps)) + len(lines)
+    # cached blocks hold steps 2 and 3 as well, whose scores this one does not know: scored uncached
+    partial = Candidate(prompt, extended.steps, known=tuple(first.step_scores[0][:1]))
+    again = await prm_engine.score([partial], "t-reuse-3")
+    assert again.usage.cached_scored_tokens == 0
+    fresh = await prm_engine.score([Candidate(prompt, extended.steps)], "t-reuse-4")
+    assert fresh.usage.cached_scored_tokens == 0  # nothing known: the cache is not read
+    reference = await TransformersPRM(DEFAULT_PRM).score([partial], "t-reuse-ref")
+    for row in (reused.step_scores[0], again.step_scores[0], fresh.step_scores[0]):
+        assert len(row) == len(lines)
+        assert max(abs(a - b) for a, b in zip(row, reference.step_scores[0], strict=True)) < 1e-3
+    assert reused.step_scores[0][:3] == first.step_scores[0]
+
+
 def test_engines_report_healthy(policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM) -> None:
     assert policy_engine.is_healthy and prm_engine.is_healthy
 

@@ -17,10 +17,15 @@ from engines.usage import Usage
 
 @dataclass(frozen=True)
 class Candidate:
-    """A (possibly partial) solution to score: prompt token ids and the token ids of each step."""
+    """A (possibly partial) solution to score: prompt token ids and the token ids of each step.
+
+    `known` holds the scores of its leading steps where an earlier call gave them (a step-level search
+    extending a scored trace). A PRM may reuse them instead of recomputing those steps; it must return
+    the same numbers either way."""
 
     prompt_ids: tuple[int, ...]
     steps: tuple[tuple[int, ...], ...]
+    known: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

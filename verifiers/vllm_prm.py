@@ -1,10 +1,17 @@
-"""The PRM served by vLLM's pooling runner with STEP pooling (`AsyncLLM.encode`).
+"""The PRM served by vLLM's pooling runner (`AsyncLLM.encode`), reusing cached prefixes.
 
 Contract: `VLLMPRM.score` sends every candidate as one pooling request (all at once, so they batch) and
 returns P(good) at each step tag. vLLM's `from_2_way_softmax` returns 1 - P(first token), so the
 verdict tokens are passed as [bad, good]; tests check this against the transformers reference.
-Prefix caching stays off for the PRM: STEP pooling needs the hidden state of every step tag, and
-cached prefix tokens have none.
+
+Prefix reuse: vLLM turns prefix caching off for STEP pooling, so the engine runs ALL pooling with
+prefix caching on and reads the cache (`skip_reading_prefix_cache=False`; token pooling skips it by
+default). vLLM then returns one P(good) per token it computed, the tail after the cached blocks, and
+this adapter picks the step tags out of it. A tag inside a cached block has no output: its score is
+the candidate's `known` one (a search extending a scored trace); where none is known (another
+sequence cached the same prefix), the candidate is scored again without reading the cache, and a
+candidate with no known scores does not read it at all. Scores are the same either way; usage counts
+every token read, with the cached ones split out.
 """
 
 from __future__ import annotations
@@ -38,13 +45,14 @@ class VLLMPRM:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         pooling = prm_pooling(config.model)
+        every_token = {"task": "token_classify", "tok_pooling_type": "ALL"}  # step tags picked here
         args = config.engine_args(
             runner="pooling",
             convert="classify",
             hf_overrides=pooling.hf_overrides,
-            pooler_config=PoolerConfig(**pooling.pooler_config),
+            pooler_config=PoolerConfig(**every_token),
         )
-        args.enable_prefix_caching = False
+        args.enable_prefix_caching = True
         log.info("starting vLLM PRM engine on %s (cores %s)", config.model, config.cpu_cores or "auto")
         with cpu_binding(config.cpu_cores):
             engine = AsyncLLM.from_engine_args(args)
@@ -61,20 +69,56 @@ class VLLMPRM:
         inputs = [prm_input_ids(c.prompt_ids, c.steps, self.step_tag_id) for c in candidates]
         # A pooled prompt may fill the whole context: nothing is generated after it.
         validate_prefixes(inputs, self.max_model_len + 1, self.vocab_size)
-        outputs = await gather_or_cancel([self._request(ids, request_id) for ids in inputs])
-        scores = [[float(v) for v in output.outputs.data.flatten().tolist()] for output in outputs]
-        usage = Usage(scored_tokens=sum(len(ids) for ids in inputs), verifier_calls=len(inputs))
-        return Scores(scores, usage)
+        rows = await gather_or_cancel(
+            [self._scored(ids, c.known, request_id) for ids, c in zip(inputs, candidates, strict=True)]
+        )
+        usage = Usage(
+            scored_tokens=sum(len(ids) for ids in inputs),
+            cached_scored_tokens=sum(cached for _, cached in rows),
+            verifier_calls=len(inputs),
+        )
+        return Scores([scores for scores, _ in rows], usage)
+
+    async def _scored(self, ids: list[int], known: Sequence[float], group: str) -> tuple[list[float], int]:
+        """The step scores of one input and how many of its tokens came from the prefix cache. Only a
+        candidate extending scored steps reads the cache: a fresh one (a Best-of-N sample) that hit
+        a duplicate's blocks would have to be scored twice."""
+        read_cache = len(known) > 0
+        computed = (await self._request(ids, group, read_cache)).outputs.data.flatten().tolist()
+        cached = len(ids) - len(computed)
+        scores = self.tag_scores(ids, computed, known)
+        if scores is None:  # a tag in a block another sequence cached, with no score to reuse
+            computed = (await self._request(ids, group, read_cache=False)).outputs.data.flatten().tolist()
+            cached = len(ids) - len(computed)
+            scores = self.tag_scores(ids, computed, ())
+        assert scores is not None
+        return scores, cached
+
+    def tag_scores(
+        self, ids: Sequence[int], computed: Sequence[float], known: Sequence[float]
+    ) -> list[float] | None:
+        """P(good) at each step tag: from the computed tail (the last len(computed) tokens), or the known
+        score for a tag in the cached head; None when a cached tag has no known score."""
+        head = len(ids) - len(computed)
+        scores: list[float] = []
+        for position in (i for i, token in enumerate(ids) if token == self.step_tag_id):
+            if position >= head:
+                scores.append(float(computed[position - head]))
+            elif len(scores) < len(known):
+                scores.append(float(known[len(scores)]))
+            else:
+                return None
+        return scores
 
     async def abort(self, request_id: str) -> None:
         ids = self.inflight.take(request_id)
         if ids:
             await self.engine.abort(ids)
 
-    async def _request(self, ids: list[int], group: str) -> Any:
+    async def _request(self, ids: list[int], group: str, read_cache: bool) -> Any:
         from vllm import PoolingParams, TokensPrompt
 
-        params = PoolingParams(task="token_classify", step_tag_id=self.step_tag_id)
+        params = PoolingParams(task="token_classify", skip_reading_prefix_cache=not read_cache)
         final = None
         with self.inflight.track(group) as request_id:
             async for output in self.engine.encode(TokensPrompt(prompt_token_ids=ids), params, request_id):
