@@ -30,7 +30,8 @@ Role = Literal["policy", "prm"]
 
 @dataclass(frozen=True)
 class PRMPooling:
-    """How vLLM serves the PRM: a token classifier with STEP pooling (shared with `VLLMPRM.start`)."""
+    """How vLLM serves the PRM: a token classifier (`hf_overrides`, shared with `VLLMPRM.start`) with
+    STEP pooling over HTTP (`pooler_config`; the in-process PRM uses ALL pooling to read its cache)."""
 
     step_tag_id: int
     hf_overrides: dict[str, Any]

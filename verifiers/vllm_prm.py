@@ -83,16 +83,18 @@ class VLLMPRM:
         """The step scores of one input and how many of its tokens came from the prefix cache. Only a
         candidate extending scored steps reads the cache: a fresh one (a Best-of-N sample) that hit
         a duplicate's blocks would have to be scored twice."""
-        read_cache = len(known) > 0
-        computed = (await self._request(ids, group, read_cache)).outputs.data.flatten().tolist()
-        cached = len(ids) - len(computed)
+        computed = await self._computed(ids, group, read_cache=len(known) > 0)
         scores = self.tag_scores(ids, computed, known)
         if scores is None:  # a tag in a block another sequence cached, with no score to reuse
-            computed = (await self._request(ids, group, read_cache=False)).outputs.data.flatten().tolist()
-            cached = len(ids) - len(computed)
+            computed = await self._computed(ids, group, read_cache=False)
             scores = self.tag_scores(ids, computed, ())
         assert scores is not None
-        return scores, cached
+        return scores, len(ids) - len(computed)
+
+    async def _computed(self, ids: list[int], group: str, read_cache: bool) -> list[float]:
+        """P(good) at every token vLLM computed: the tail of `ids` after its cached blocks."""
+        output = await self._request(ids, group, read_cache)
+        return [float(v) for v in output.outputs.data.flatten().tolist()]
 
     def tag_scores(
         self, ids: Sequence[int], computed: Sequence[float], known: Sequence[float]
