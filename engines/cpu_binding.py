@@ -15,6 +15,10 @@ core, where it competed with that engine's worker. Keeping it on its engine's co
 traffic +6% generated tokens/s and a p95 of 1.96 s instead of 2.66 s (two load runs each way); with
 the PRM idle (raw benchmark, Best-of-N by vote) it cost about 4%, as the scheduler no longer borrows
 the idle core.
+Threads the frontend starts while an engine starts (the engine client's ZMQ I/O threads) inherit that
+engine's cores too. Handing them back to the caller's cores measured no better (two `ponder load
+--no-breakdown` runs each way: Best-of-N 2,076 against 2,035 generated tokens/s, mixed traffic 12.8
+against 14.0 requests/s, within run-to-run noise), so they stay.
 """
 
 from __future__ import annotations
