@@ -102,6 +102,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_prm_failures(args: argparse.Namespace) -> int:
+    from evaluation.prm_failures import prm_failure_results
+
+    report = prm_failure_results(args.models, args.out, args.tier, args.problems, args.samples)
+    print(json.dumps({k: report[k] for k in ("solutions", "prm_auroc_final", "kinds")}, indent=2))
+    return 0
+
+
 def cmd_eval_search(args: argparse.Namespace) -> int:
     from evaluation.search import search_results
 
@@ -248,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("train", help="train policy and PRM from a recipe (ponder train --help)", add_help=False)
 
-    ev = sub.add_parser("eval", help="held-out evaluations on the real engines (foundation, search)")
+    ev = sub.add_parser(
+        "eval", help="held-out evaluations on the real engines (foundation, prm-failures, search)"
+    )
     suites = ev.add_subparsers(dest="suite", required=True)
     found = suites.add_parser("foundation", help="policy accuracy, pass@k, PRM AUROC, engine throughput")
     found.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/")
@@ -258,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     found.add_argument("--label-rollouts", type=int, default=8, help="rollouts per step for the step labels")
     found.add_argument("--write-cards", action="store_true", help="also record them in both cards")
     found.set_defaults(func=cmd_eval)
+
+    failures = suites.add_parser(
+        "prm-failures",
+        help="the PRM's final-solution AUROC split by kind of mistake (results/prm-failures.json)",
+        description="Sample solutions to held-out problems at temperature 1.0, grade each by the first thing "
+        "wrong with it (a fake last step, an earlier illegal step, ...) and report, per kind, how often it "
+        "happens and how well the PRM's last-step score separates it from the correct solutions.",
+    )
+    failures.add_argument(
+        "--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/"
+    )
+    failures.add_argument("--out", type=Path, default=Path("results/prm-failures.json"))
+    failures.add_argument("--tier", type=int, default=4, choices=[3, 4, 5])
+    failures.add_argument("--problems", type=int, default=150, help="held-out problems (max 300)")
+    failures.add_argument("--samples", type=int, default=16, help="sampled solutions per problem")
+    failures.set_defaults(func=cmd_eval_prm_failures)
 
     search = suites.add_parser(
         "search",

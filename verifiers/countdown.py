@@ -2,7 +2,8 @@
 
 Contract: `check_step(state, line)` says whether one step line is legal from `state` and returns the
 new state; `check_solution(problem, text)` grades a whole completion. Neither raises on any input:
-malformed text is an illegal step or a wrong solution. `claimed_answer(text)` is the final number a
+malformed text is an illegal step or a wrong solution. `wrong_arithmetic(line)` says whether a step's
+claimed result is false on its own, whatever the state. `claimed_answer(text)` is the final number a
 completion claims, checked or not (what self-consistency votes on).
 """
 
@@ -87,6 +88,13 @@ def legal_prefix_state(problem: Problem, steps: list[str]) -> tuple[int, ...] | 
             return None
         state = check.state
     return state
+
+
+def wrong_arithmetic(line: str) -> bool:
+    """Does this well-formed step line claim a result its operation does not give (or an operation
+    the rules forbid)? False for a malformed line or a true one."""
+    match = _STEP.match(line)
+    return match is not None and apply(match[2], int(match[1]), int(match[3])) != int(match[4])
 
 
 def claimed_answer(text: str) -> int | None:

@@ -1,0 +1,114 @@
+"""Where the PRM fails: its final-solution AUROC split by how the policy's wrong solutions go wrong.
+
+Contract: `failure_kind(problem, text)` names the first thing wrong with a completion ("correct",
+"fake last step": the last step claims a number its arithmetic does not give, "illegal last step",
+"illegal earlier step", "wrong final number", "unfinished"). `breakdown(kinds, scores)` gives, per kind,
+the count, the PRM's mean last-step score and its AUROC against the correct solutions.
+`prm_failure_results` samples `samples` solutions per held-out problem at temperature 1.0 on the real
+engines, scores them with the PRM and writes the breakdown (`ponder eval prm-failures`).
+Why: one AUROC hides which mistakes the PRM misses; on the default models it is almost all one kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engines.base import Sampling
+from ponder.pair import Pair
+from tasks.countdown import Problem
+from tasks.datasets import countdown_problem
+from tasks.sets import load_eval_set
+from verifiers.aggregate import aggregate
+from verifiers.countdown import check_solution, split_steps, wrong_arithmetic
+from verifiers.prm import Candidate, split_steps_ids
+
+from .metrics import auroc
+
+KINDS = (
+    "correct",
+    "fake last step",
+    "illegal last step",
+    "illegal earlier step",
+    "wrong final number",
+    "unfinished",
+)
+CHUNK = 200  # solutions per PRM call
+
+
+def failure_kind(problem: Problem, text: str) -> str:
+    outcome = check_solution(problem, text)
+    if outcome.correct:
+        return "correct"
+    if outcome.legal_steps < outcome.steps:  # an illegal (or malformed) step at index legal_steps
+        if outcome.legal_steps < outcome.steps - 1:
+            return "illegal earlier step"
+        return "fake last step" if wrong_arithmetic(split_steps(text)[-1]) else "illegal last step"
+    return "wrong final number" if outcome.final is not None else "unfinished"
+
+
+def breakdown(kinds: Sequence[str], scores: Sequence[float]) -> dict[str, dict[str, Any]]:
+    correct = [s for k, s in zip(kinds, scores, strict=True) if k == "correct"]
+    table: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        mine = [s for k, s in zip(kinds, scores, strict=True) if k == kind]
+        if not mine:
+            continue
+        row: dict[str, Any] = {"count": len(mine), "mean_score": round(sum(mine) / len(mine), 4)}
+        if kind != "correct":
+            row["auroc_against_correct"] = auroc(correct + mine, [True] * len(correct) + [False] * len(mine))
+        table[kind] = row
+    return table
+
+
+async def _sample_and_score(
+    pair: Pair, problems: Sequence[Problem], samples: int, seed: int
+) -> tuple[list[str], list[float], int]:
+    prompts = [pair.policy.encode(p.prompt()) for p in problems]
+    sampling = Sampling(temperature=1.0, seed=seed, logprobs=False)
+    drawn = await pair.policy.rollout(prompts, samples, sampling, "prm-failures")
+    kinds: list[str] = []
+    candidates: list[Candidate] = []
+    too_long = 0
+    for problem, prompt, row in zip(problems, prompts, drawn.continuations, strict=True):
+        for sample in row:
+            steps = tuple(split_steps_ids(sample.token_ids, pair.policy.step_token_id))
+            if len(prompt) + sum(len(s) + 1 for s in steps) > pair.prm.max_model_len - 1:
+                too_long += 1  # ran to the context's end: no room for its step tags
+                continue
+            kinds.append(failure_kind(problem, sample.text))
+            candidates.append(Candidate(tuple(prompt), steps))
+    scores: list[float] = []
+    for start in range(0, len(candidates), CHUNK):
+        result = await pair.prm.score(candidates[start : start + CHUNK], f"prm-failures-{start}")
+        scores += [aggregate(s, "last") for s in result.step_scores]
+    return kinds, scores, too_long
+
+
+def prm_failure_results(models: Path, out: Path, tier: int, problems: int, samples: int) -> dict[str, Any]:
+    chosen = [countdown_problem(t) for t in load_eval_set(tier, limit=problems)]
+    pair = Pair.start(models)
+    try:
+        started = time.time()
+        kinds, scores, too_long = asyncio.run(_sample_and_score(pair, chosen, samples, seed=11))
+    finally:
+        pair.shutdown()
+    report = {
+        "tier": tier,
+        "problems": len(chosen),
+        "solutions": len(kinds),
+        "skipped_too_long": too_long,
+        "prm_auroc_final": auroc(scores, [k == "correct" for k in kinds]),
+        "kinds": breakdown(kinds, scores),
+        "models": str(models),
+        "eval_seconds": round(time.time() - started, 1),
+        "command": f"ponder eval prm-failures --models {models} --tier {tier} --problems {problems} "
+        f"--samples {samples}",
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
