@@ -61,6 +61,11 @@ async def _final_scores(
         for problem, row in zip(problems, rows, strict=True)
         for ids, _ in row
     ]
+    return await final_scores(pair, candidates)
+
+
+async def final_scores(pair: Pair, candidates: Sequence[Candidate]) -> list[float]:
+    """The PRM's last-step score of each candidate, a few hundred per engine call."""
     scores: list[float] = []
     for start in range(0, len(candidates), CHUNK * 4):
         result = await pair.prm.score(candidates[start : start + CHUNK * 4], f"eval-prm-{start}")

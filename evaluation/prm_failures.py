@@ -23,10 +23,10 @@ from ponder.pair import Pair
 from tasks.countdown import Problem
 from tasks.datasets import countdown_problem
 from tasks.sets import load_eval_set
-from verifiers.aggregate import aggregate
 from verifiers.countdown import check_solution, split_steps, wrong_arithmetic
 from verifiers.prm import Candidate, split_steps_ids
 
+from .foundation import final_scores
 from .metrics import auroc
 
 KINDS = (
@@ -37,7 +37,6 @@ KINDS = (
     "wrong final number",
     "unfinished",
 )
-CHUNK = 200  # solutions per PRM call
 
 
 def failure_kind(problem: Problem, text: str) -> str:
@@ -82,11 +81,7 @@ async def _sample_and_score(
                 continue
             kinds.append(failure_kind(problem, sample.text))
             candidates.append(Candidate(tuple(prompt), steps))
-    scores: list[float] = []
-    for start in range(0, len(candidates), CHUNK):
-        result = await pair.prm.score(candidates[start : start + CHUNK], f"prm-failures-{start}")
-        scores += [aggregate(s, "last") for s in result.step_scores]
-    return kinds, scores, too_long
+    return kinds, await final_scores(pair, candidates), too_long
 
 
 def prm_failure_results(models: Path, out: Path, tier: int, problems: int, samples: int) -> dict[str, Any]:
