@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
@@ -29,10 +29,11 @@ from training.checkpoint import record_metrics
 from training.prm_data import label_problems
 from verifiers.aggregate import aggregate
 from verifiers.countdown import check_solution
-from verifiers.prm import Candidate, split_steps_ids
+from verifiers.prm import Candidate, scored_length, split_steps_ids
 
 from .metrics import auroc, wilson_interval
 
+T = TypeVar("T")
 CHUNK = 50  # problems per engine call: a progress bar that moves, and bounded in-flight requests
 
 
@@ -52,7 +53,7 @@ async def _solutions(
 
 async def _final_scores(
     pair: Pair, problems: Sequence[Problem], rows: list[list[tuple[tuple[int, ...], bool]]]
-) -> list[float]:
+) -> list[float | None]:
     candidates = [
         Candidate(
             tuple(pair.policy.encode(problem.prompt())),
@@ -64,12 +65,16 @@ async def _final_scores(
     return await final_scores(pair, candidates)
 
 
-async def final_scores(pair: Pair, candidates: Sequence[Candidate]) -> list[float]:
-    """The PRM's last-step score of each candidate, a few hundred per engine call."""
-    scores: list[float] = []
-    for start in range(0, len(candidates), CHUNK * 4):
-        result = await pair.prm.score(candidates[start : start + CHUNK * 4], f"eval-prm-{start}")
-        scores += [aggregate(s, "last") for s in result.step_scores]
+async def final_scores(pair: Pair, candidates: Sequence[Candidate]) -> list[float | None]:
+    """The PRM's last-step score of each candidate, a few hundred per engine call; None for one the PRM
+    cannot read (a sample that filled the policy's context leaves no room for its step tags)."""
+    fits = [i for i, c in enumerate(candidates) if scored_length(c) <= pair.prm.max_model_len]
+    scores: list[float | None] = [None] * len(candidates)
+    for start in range(0, len(fits), CHUNK * 4):
+        chunk = fits[start : start + CHUNK * 4]
+        result = await pair.prm.score([candidates[i] for i in chunk], f"eval-prm-{start}")
+        for i, row in zip(chunk, result.step_scores, strict=True):
+            scores[i] = aggregate(row, "last")
     return scores
 
 
@@ -98,6 +103,12 @@ async def _step_label_auroc(
     return auroc(scores, labels)
 
 
+def readable(scores: Sequence[float | None], labels: Sequence[T]) -> tuple[list[float], list[T]]:
+    """The scores and labels of the solutions the PRM could read."""
+    pairs = [(s, ok) for s, ok in zip(scores, labels, strict=True) if s is not None]
+    return [s for s, _ in pairs], [ok for _, ok in pairs]
+
+
 async def evaluate_tier(
     pair: Pair, problems: Sequence[Problem], samples: int, label_rollouts: int, seed: int
 ) -> dict[str, Any]:
@@ -110,7 +121,7 @@ async def evaluate_tier(
     correct_greedy = sum(row[0][1] for row in greedy)
     correct_samples = [ok for row in sampled for _, ok in row]
     solved_any = sum(any(ok for _, ok in row) for row in sampled)
-    final_scores = await _final_scores(pair, problems, sampled)
+    last_scores = await _final_scores(pair, problems, sampled)
     n = len(problems)
     greedy_ci = wilson_interval(correct_greedy, n)
     return {
@@ -119,7 +130,7 @@ async def evaluate_tier(
         "greedy_ci": [round(greedy_ci[0], 4), round(greedy_ci[1], 4)],
         "sampled_accuracy": sum(correct_samples) / len(correct_samples),
         f"pass_at_{samples}": solved_any / n,
-        "prm_auroc_final": auroc(final_scores, correct_samples),
+        "prm_auroc_final": auroc(*readable(last_scores, correct_samples)),
         "prm_auroc_steps": await _step_label_auroc(pair, problems, label_rollouts, seed + 7),
     }
 

@@ -26,7 +26,7 @@ from tasks.sets import load_eval_set
 from verifiers.countdown import check_solution, split_steps, wrong_arithmetic
 from verifiers.prm import Candidate, split_steps_ids
 
-from .foundation import final_scores
+from .foundation import final_scores, readable
 from .metrics import auroc
 
 KINDS = (
@@ -67,21 +67,19 @@ def breakdown(kinds: Sequence[str], scores: Sequence[float]) -> dict[str, dict[s
 async def _sample_and_score(
     pair: Pair, problems: Sequence[Problem], samples: int, seed: int
 ) -> tuple[list[str], list[float], int]:
+    """The kind and last-step score of each sampled solution the PRM can read, and how many it cannot."""
     prompts = [pair.policy.encode(p.prompt()) for p in problems]
     sampling = Sampling(temperature=1.0, seed=seed, logprobs=False)
     drawn = await pair.policy.rollout(prompts, samples, sampling, "prm-failures")
     kinds: list[str] = []
     candidates: list[Candidate] = []
-    too_long = 0
     for problem, prompt, row in zip(problems, prompts, drawn.continuations, strict=True):
         for sample in row:
-            steps = tuple(split_steps_ids(sample.token_ids, pair.policy.step_token_id))
-            if len(prompt) + sum(len(s) + 1 for s in steps) > pair.prm.max_model_len - 1:
-                too_long += 1  # ran to the context's end: no room for its step tags
-                continue
             kinds.append(failure_kind(problem, sample.text))
+            steps = tuple(split_steps_ids(sample.token_ids, pair.policy.step_token_id))
             candidates.append(Candidate(tuple(prompt), steps))
-    return kinds, await final_scores(pair, candidates), too_long
+    scores, read = readable(await final_scores(pair, candidates), kinds)
+    return read, scores, len(kinds) - len(read)
 
 
 def prm_failure_results(models: Path, out: Path, tier: int, problems: int, samples: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from engines.usage import Usage
 from tasks.countdown import SolutionCounter, parse_prompt
 from training.tokenizer import build_tokenizer
 from verifiers.countdown import check_step
-from verifiers.prm import Candidate, Scores
+from verifiers.prm import Candidate, Scores, scored_length
 
 
 class FakePRM:
@@ -30,7 +30,7 @@ class FakePRM:
         self.calls += 1
         await asyncio.sleep(0)
         rows = [self._score(c) for c in candidates]
-        tokens = sum(len(c.prompt_ids) + sum(len(s) + 1 for s in c.steps) for c in candidates)
+        tokens = sum(scored_length(c) for c in candidates)
         return Scores(rows, Usage(scored_tokens=tokens, verifier_calls=len(candidates)))
 
     async def abort(self, request_id: str) -> None:

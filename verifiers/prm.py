@@ -42,6 +42,11 @@ def prm_input_ids(prompt_ids: Sequence[int], steps: Sequence[Sequence[int]], ste
     return ids
 
 
+def scored_length(candidate: Candidate) -> int:
+    """How many tokens a PRM reads for `candidate`: its prompt, its steps and a tag after each."""
+    return len(candidate.prompt_ids) + sum(len(step) + 1 for step in candidate.steps)
+
+
 def split_steps_ids(token_ids: Sequence[int], delimiter_id: int) -> list[tuple[int, ...]]:
     """Token ids of a completion cut after each delimiter (a trailing unfinished step is kept)."""
     steps: list[tuple[int, ...]] = []
