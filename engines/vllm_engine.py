@@ -202,6 +202,7 @@ class VLLMPolicyEngine(PolicyText):
 
     def _params(self, sampling: Sampling, index: int, until_step: bool) -> Any:
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         return SamplingParams(
             n=1,
@@ -211,7 +212,11 @@ class VLLMPolicyEngine(PolicyText):
             max_tokens=sampling.max_step_tokens if until_step else sampling.max_tokens,
             stop_token_ids=[self.step_token_id] if until_step else None,
             logprobs=0 if sampling.logprobs else None,
-            skip_special_tokens=True,
+            # A search reads only the finished sample's token ids and decodes them itself, so vLLM's
+            # frontend neither detokenizes nor wakes this request's consumer at every token: on a
+            # small CPU machine that per-token Python work competes with the engines for cores.
+            detokenize=False,
+            output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
     async def _request(self, prefix: Sequence[int], params: Any, group: str) -> Any:
