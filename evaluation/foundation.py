@@ -163,19 +163,25 @@ async def engine_throughput(
     }
 
 
-async def prm_throughput(pair: Pair, prompts: int = 16, n: int = 16, repeats: int = 3) -> dict[str, Any]:
-    """Scored tokens per second: the PRM reading 16 prompts x n=16 sampled solutions at once, median of
-    repeats after one unmeasured pass (the CPU backend's first calls pay one-off kernel set-up)."""
+async def sampled_candidates(pair: Pair, prompts: int, n: int) -> list[Candidate]:
+    """n policy solutions (T=1.0, fixed seed) for each of the first `prompts` held-out tier-4 problems,
+    split into steps as the PRM reads them."""
     problems = [countdown_problem(t) for t in load_eval_set(4, limit=prompts)]
     ids = [pair.policy.encode(p.prompt()) for p in problems]
     sampling = Sampling(temperature=1.0, seed=7, logprobs=False)
     generation = await pair.policy.rollout(ids, n, sampling, "bench-prm-samples")
     step_id = pair.policy.step_token_id
-    candidates = [
+    return [
         Candidate(tuple(prompt), tuple(split_steps_ids(c.token_ids, step_id)))
         for prompt, row in zip(ids, generation.continuations, strict=True)
         for c in row
     ]
+
+
+async def prm_throughput(pair: Pair, prompts: int = 16, n: int = 16, repeats: int = 3) -> dict[str, Any]:
+    """Scored tokens per second: the PRM reading 16 prompts x n=16 sampled solutions at once, median of
+    repeats after one unmeasured pass (the CPU backend's first calls pay one-off kernel set-up)."""
+    candidates = await sampled_candidates(pair, prompts, n)
     await pair.prm.score(candidates, "bench-prm-warmup")
     rates, tokens = [], []
     for r in range(repeats):

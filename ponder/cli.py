@@ -171,12 +171,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report = remote_overhead(args.models, args.out or Path("results/remote-overhead.json"))
         print(json.dumps(report, indent=2))
         return 0
+    from evaluation.engine_curve import engine_curve, plot_engine_curve
     from evaluation.foundation import engine_throughput, prm_throughput
     from ponder.pair import Pair
 
     async def both(pair: Pair) -> dict[str, object]:
         policy = await engine_throughput(pair.policy, args.prompts, args.n, args.repeats)
-        return {**policy, **await prm_throughput(pair, args.prompts, args.n, args.repeats)}
+        report = {**policy, **await prm_throughput(pair, args.prompts, args.n, args.repeats)}
+        if args.curve:
+            report["by_width"] = await engine_curve(pair, repeats=args.repeats)
+        return report
 
     # the engines on the cores they get when serving (one each on 2 cores)
     pair = Pair.start(args.models)
@@ -188,6 +192,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+        if args.curve:
+            plot_engine_curve(report["by_width"], args.out.with_name("engine-width.png"))
     return 0
 
 
@@ -338,7 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--prompts", type=int, default=16)
     bench.add_argument("--n", type=int, default=16)
     bench.add_argument("--repeats", type=int, default=3)
-    bench.add_argument("--out", type=Path, help="also write the JSON here")
+    bench.add_argument("--out", type=Path, help="also write the JSON here, and the by-width plot beside it")
+    bench.add_argument(
+        "--no-curve",
+        dest="curve",
+        action="store_false",
+        help="skip the policy's throughput by sequences in flight, alone and beside a busy PRM (~3 min)",
+    )
     bench.add_argument(
         "--remote",
         action="store_true",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -55,3 +56,32 @@ async def test_the_prm_benchmark_reads_every_sampled_solution() -> None:
     assert bench["candidates"] == 12 and bench["repeats"] == 2
     assert bench["scored_tokens"][0] == bench["scored_tokens"][1] > 12  # prompt and steps, every time
     assert report["prm_scored_tokens_per_s"] > 0
+
+
+async def test_the_policy_runs_beside_a_prm_kept_busy_until_it_finishes() -> None:
+    from evaluation.engine_curve import beside_busy_prm
+    from evaluation.foundation import sampled_candidates
+    from ponder.pair import Pair
+
+    pair = Pair(FakeEngine(), FakePRM())  # type: ignore[arg-type]
+    candidates = await sampled_candidates(pair, prompts=2, n=2)
+
+    async def work() -> float:
+        await asyncio.sleep(0.05)
+        return 7.0
+
+    result, prm_rate = await beside_busy_prm(pair.prm, candidates, work(), "t")
+    assert result == 7.0 and prm_rate > 0
+    assert all(t.done() for t in asyncio.all_tasks() if t is not asyncio.current_task())
+
+
+async def test_the_width_curve_has_a_point_per_width_and_a_plot(tmp_path: Path) -> None:
+    from evaluation.engine_curve import engine_curve, plot_engine_curve
+    from ponder.pair import Pair
+
+    pair = Pair(FakeEngine(), FakePRM())  # type: ignore[arg-type]
+    curve = await engine_curve(pair, widths=(4, 32), repeats=1)
+    assert [p["sequences"] for p in curve] == [4, 32]
+    assert all(p["generated_tokens_per_s"] > 0 and p["generated_tokens_per_s_prm_busy"] > 0 for p in curve)
+    path = plot_engine_curve(curve, tmp_path / "engine-width.png")
+    assert path is not None and path.stat().st_size > 1000
