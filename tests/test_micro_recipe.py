@@ -41,5 +41,7 @@ def test_micro_recipe_produces_checkpoints_vllm_serves(tmp_path: Path) -> None:
     exact = [json.loads(line) for line in (out / "prm_data_exact.jsonl").read_text().splitlines()]
     assert exact and all(len(r["soft_labels"]) == len(r["completions"]) for r in exact)
     stages = {json.loads(line).get("stage") for line in (out / "metrics.jsonl").read_text().splitlines()}
-    assert {"policy_sft", "prm"} <= stages
+    assert {"policy_sft", "prm", "prm_refine"} <= stages
+    refine = json.loads((out / "prm" / "ponder_card.json").read_text())["refine"]
+    assert refine["counterfactual_sequences"] > 0 and refine["recipe"]["steps"] == 4
     assert (out / "training.png").stat().st_size > 1000

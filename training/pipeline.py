@@ -5,6 +5,7 @@ Stages, each resumable on its own with `--stages`:
   prm_data  Math-Shepherd Monte-Carlo step labels with the policy on vLLM  -> OUT/prm_data.jsonl (TRL)
             (+ exact-only labels of more policy samples, if the recipe asks)    -> OUT/prm_data_exact.jsonl
   prm       PRM training from those labels (step tag + good/bad tokens)     -> OUT/prm
+  prm_refine  the PRM taught to check arithmetic (if the recipe has [prm_refine]) -> OUT/prm
   card      held-out metrics of both checkpoints on vLLM, written to their ponder_card.json
 
 The evaluation problems (`tasks.sets.eval_problems`) are excluded from every training set.
@@ -22,7 +23,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-STAGES = ("policy", "prm_data", "prm", "card")
+STAGES = ("policy", "prm_data", "prm", "prm_refine", "card")
 RECIPES = Path(__file__).parent / "recipes"
 log = logging.getLogger("ponder.train")
 
@@ -96,6 +97,15 @@ def stage_prm(recipe: dict[str, Any], out: Path) -> None:
     train_prm(recipe, out)
 
 
+def stage_prm_refine(recipe: dict[str, Any], out: Path) -> None:
+    if "prm_refine" not in recipe:
+        log.info("recipe %s has no [prm_refine]: the PRM stays as trained", recipe["name"])
+        return
+    from training.prm_refine import refine_prm
+
+    refine_prm(recipe, out)
+
+
 def stage_card(recipe: dict[str, Any], out: Path) -> None:
     from evaluation.foundation import card_metrics
 
@@ -124,7 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown stage(s) {', '.join(unknown)}; valid: {', '.join(STAGES)}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
-    runners = {"policy": stage_policy, "prm_data": stage_prm_data, "prm": stage_prm, "card": stage_card}
+    runners = {
+        "policy": stage_policy,
+        "prm_data": stage_prm_data,
+        "prm": stage_prm,
+        "prm_refine": stage_prm_refine,
+        "card": stage_card,
+    }
     for stage in STAGES:
         if stage in stages:
             log.info("stage %s: recipe %s -> %s", stage, recipe["name"], out)

@@ -4,7 +4,8 @@ Contract: `check_step(state, line)` says whether one step line is legal from `st
 new state; `check_solution(problem, text)` grades a whole completion. Neither raises on any input:
 malformed text is an illegal step or a wrong solution. `wrong_arithmetic(line)` says whether a step's
 claimed result is false on its own, whatever the state. `claimed_answer(text)` is the final number a
-completion claims, checked or not (what self-consistency votes on).
+completion claims, checked or not (what self-consistency votes on). `true_result(line)` is what a
+step's operation really gives.
 """
 
 from __future__ import annotations
@@ -95,6 +96,13 @@ def wrong_arithmetic(line: str) -> bool:
     the rules forbid)? False for a malformed line or a true one."""
     match = _STEP.match(line)
     return match is not None and apply(match[2], int(match[1]), int(match[3])) != int(match[4])
+
+
+def true_result(line: str) -> int | None:
+    """The result a well-formed step line's operation truly gives, whatever it claims; None for a
+    malformed line or an operation the rules forbid."""
+    match = _STEP.match(line)
+    return None if match is None else apply(match[2], int(match[1]), int(match[3]))
 
 
 def claimed_answer(text: str) -> int | None:
