@@ -38,6 +38,17 @@ class FitConfig:
     log_every: int = 50
     seed: int = 0
 
+    @classmethod
+    def from_table(cls, table: dict[str, Any], seed: int) -> FitConfig:
+        """A recipe stage's optimisation settings (`steps`, `batch_size`, `lr`, `warmup`)."""
+        return cls(
+            steps=int(table["steps"]),
+            batch_size=int(table["batch_size"]),
+            lr=float(table["lr"]),
+            warmup=int(table["warmup"]),
+            seed=seed,
+        )
+
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -66,13 +66,7 @@ def stage_policy(recipe: dict[str, Any], out: Path) -> None:
         int(recipe["seed"]),
         eval_problems(),
     )
-    fit_config = FitConfig(
-        steps=int(sft["steps"]),
-        batch_size=int(sft["batch_size"]),
-        lr=float(sft["lr"]),
-        warmup=int(sft["warmup"]),
-        seed=int(recipe["seed"]),
-    )
+    fit_config = FitConfig.from_table(sft, int(recipe["seed"]))
     started = time.time()
     model = train_policy(tokenizer, traces, recipe["policy"], fit_config, MetricsLog(out / "metrics.jsonl"))
     card = {

@@ -107,14 +107,20 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path, lambda _, record: record)
 
 
+def labelled_records(out: Path, use_exact: bool = True) -> list[dict[str, Any]]:
+    """The non-empty solutions of OUT/prm_data.jsonl, then of OUT/prm_data_exact.jsonl if present."""
+    records = [r for r in read_records(out / "prm_data.jsonl") if r["completions"]]
+    exact_path = out / "prm_data_exact.jsonl"
+    if exact_path.exists() and use_exact:
+        records += [r for r in read_records(exact_path) if r["completions"]]
+    return records
+
+
 def train_prm(recipe: dict[str, Any], out: Path) -> None:
     table = recipe["prm"]
     tokenizer = AutoTokenizer.from_pretrained(str(out / "policy"))
     tag_id, good_id, bad_id = (int(tokenizer.convert_tokens_to_ids(t)) for t in (STEP_TAG, GOOD, BAD))
-    records = [r for r in read_records(out / "prm_data.jsonl") if r["completions"]]
-    exact_path = out / "prm_data_exact.jsonl"
-    if exact_path.exists() and table.get("use_exact_data", True):
-        records += [r for r in read_records(exact_path) if r["completions"]]
+    records = labelled_records(out, use_exact=table.get("use_exact_data", True))
     synthetic = synthetic_records(
         {int(k): int(v) for k, v in table.get("synthetic_problems_per_tier", {}).items()},
         int(recipe["seed"]) + 3000,
@@ -126,13 +132,7 @@ def train_prm(recipe: dict[str, Any], out: Path) -> None:
         model = LlamaForCausalLM.from_pretrained(str(out / "policy"), dtype=torch.float32)
     else:
         model = LlamaForCausalLM(llama_config(tokenizer, recipe["policy"]))
-    fit_config = FitConfig(
-        steps=int(table["steps"]),
-        batch_size=int(table["batch_size"]),
-        lr=float(table["lr"]),
-        warmup=int(table["warmup"]),
-        seed=int(recipe["seed"]),
-    )
+    fit_config = FitConfig.from_table(table, int(recipe["seed"]))
     started = time.time()
     log = MetricsLog(out / "metrics.jsonl")
     log.write(

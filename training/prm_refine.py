@@ -34,7 +34,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 from tasks.countdown import OPS, apply, parse_prompt
 from training.checkpoint import read_card, save_checkpoint
 from training.loop import IGNORE, Example, FitConfig, LossFn, MetricsLog, fit
-from training.prm import read_records
+from training.prm import labelled_records
 from training.sft import encode_prompt
 from training.tokenizer import BAD, GOOD, STEP_TAG
 from verifiers.countdown import legal_prefix_state, true_result
@@ -120,20 +120,11 @@ def refine_prm(recipe: dict[str, Any], out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(out / "policy"))
     tag_id, good_id, bad_id = (int(tokenizer.convert_tokens_to_ids(t)) for t in (STEP_TAG, GOOD, BAD))
     (equals_id,) = tokenizer.encode("=", add_special_tokens=False)
-    records = [r for r in read_records(out / "prm_data.jsonl") if r["completions"]]
-    exact_path = out / "prm_data_exact.jsonl"
-    if exact_path.exists():
-        records += [r for r in read_records(exact_path) if r["completions"]]
+    records = labelled_records(out)
     counterfactual = counterfactual_records(records, int(table["counterfactual_seed"]))
     examples = [refine_example(tokenizer, r, tag_id, equals_id) for r in records + counterfactual]
     model = LlamaForCausalLM.from_pretrained(str(out / "prm"), dtype=torch.float32)
-    fit_config = FitConfig(
-        steps=int(table["steps"]),
-        batch_size=int(table["batch_size"]),
-        lr=float(table["lr"]),
-        warmup=int(table["warmup"]),
-        seed=int(table["seed"]),
-    )
+    fit_config = FitConfig.from_table(table, int(table["seed"]))
     weight = float(table["arithmetic_weight"])
     log = MetricsLog(out / "metrics.jsonl")
     log.write(stage="prm_refine", sequences=len(examples), counterfactual=len(counterfactual))
