@@ -20,8 +20,12 @@ Contract:
     prior-weighted mean (the leaf's value under the policy), and its virtual loss is removed.
 - It stops after `iterations` ("done"), when every leaf has ended ("done"; "budget" where the budget cut
   one short), with `use_outcome` once a solution is verified correct ("done"), when the budget cannot
-  pay for another iteration (estimated from the steps seen so far and `ctx.hints` before each one), or
-  when an adapter raises `SearchStopped`.
+  pay for another iteration (estimated from the steps seen so far and `ctx.hints` before each one; the
+  last one expands the best leaf with as many children as the rest pays for), or when an adapter
+  raises `SearchStopped`.
+- The default evaluation is "rollout": a rollout graded by the PRM's value of the whole solution. On
+  tier-4 Countdown the PRM's last-step score ranks solutions far better than its mid-solution scores
+  rank partial ones (AUROC 0.95 against 0.76), so at 16x it doubles MCTS's accuracy over "prm".
 - The answer: with `use_outcome` a verified-correct solution first; then with final="value" the finished
   solution of highest aggregated PRM value, with "visits" the end of the most-visited path when it is a
   finished solution (else by value). While nothing is finished, iterations keep back enough budget to
@@ -59,7 +63,7 @@ class MCTSKnobs(Knobs):
     children: int = Field(default=4, ge=1, le=64, description="steps sampled per expanded leaf")
     c_puct: float = Field(default=1.5, ge=0.0, le=100.0, description="weight of the prior (exploration)")
     virtual_loss: float = Field(default=1.0, ge=0.0, le=100.0, description="per path selected in a batch")
-    evaluation: Evaluation = Field(default="prm", description="step score, graded rollout, or their mean")
+    evaluation: Evaluation = Field(default="rollout", description="step score, graded rollout, or their mean")
     use_outcome: bool = Field(default=False, description="grade answers by the task's checker, if any")
     final: Literal["value", "visits"] = Field(default="value", description="best value or most visits")
 
@@ -276,11 +280,11 @@ class TreeSearch:
         if not open_paths:
             self.release()
             return self.exhausted_reason()
-        expanding = self.within_budget(open_paths)
+        expanding, width = self.within_budget(open_paths)
         if not expanding:
             self.release()
             return "budget"
-        children = await self.expand([path[-1] for path in expanding], iteration)
+        children = await self.expand([path[-1] for path in expanding], iteration, width)
         await self.evaluate(children, iteration)
         for path in self.pending:
             backup(path, leaf_value(path[-1]), self.knobs.virtual_loss)
@@ -309,21 +313,28 @@ class TreeSearch:
 
     # --- budget planning ------------------------------------------------------------------------
 
-    def within_budget(self, open_paths: list[Path]) -> list[Path]:
-        """The open paths (best first) whose expansion and evaluation the budget can pay; the others
-        are dropped from this iteration. The prompt's own expansion is always tried: the adapters cut it
-        to the budget, as they would a first sample."""
+    def within_budget(self, open_paths: list[Path]) -> tuple[list[Path], int]:
+        """The open paths (best first) whose expansion and evaluation the budget can pay, and the children
+        each gets; the other paths are dropped from this iteration. When not even the best leaf's full
+        expansion fits, it gets the children that do (the last iteration spends what is left). The
+        prompt's own expansion is always tried: the adapters cut it to the budget, as they would a first
+        sample."""
+        available = self.ctx.budget.remaining - self.finish_reserve()
         kept: list[Path] = []
         cost = 0.0
         for path in open_paths:
             cost += self.expansion_cost(path[-1])
-            if cost > self.ctx.budget.remaining - self.finish_reserve() and (kept or self.root.children):
+            if cost > available and (kept or self.root.children):
                 break
             kept.append(path)
+        width = self.knobs.children
+        if not kept and open_paths:
+            width = int(available // (self.expansion_cost(open_paths[0][-1]) / self.knobs.children))
+            kept = open_paths[:1] if width >= 1 else []
         for path in open_paths[len(kept) :]:
             remove_virtual_loss(path, self.knobs.virtual_loss)
             self.pending.remove(path)
-        return kept
+        return kept, width
 
     def finish_reserve(self) -> float:
         """Tokens held back, while no solution is finished, so the best path can still be rolled out."""
@@ -367,11 +378,11 @@ class TreeSearch:
 
     # --- expand and evaluate --------------------------------------------------------------------
 
-    async def expand(self, leaves: list[Node], iteration: int) -> list[Node]:
+    async def expand(self, leaves: list[Node], iteration: int, width: int) -> list[Node]:
         prefixes = [self.ctx.prefix(leaf.trace) for leaf in leaves]
         sampling = replace(self.ctx.seeded(iteration), logprobs=True)  # the children's priors
-        generation = await self.ctx.policy.expand(prefixes, self.knobs.children, sampling)
-        self.sampled_steps += len(leaves) * self.knobs.children
+        generation = await self.ctx.policy.expand(prefixes, width, sampling)
+        self.sampled_steps += len(leaves) * width
         self.sampled_step_tokens += generation.usage.generated_tokens
         return [
             child

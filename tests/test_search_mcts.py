@@ -152,6 +152,36 @@ async def test_never_spends_more_than_the_budget() -> None:
     assert reasons == {"done", "budget"}  # both ways of ending were exercised
 
 
+class WidthRecorder(FakeEngine):
+    """The fake policy, noting how many children each expand call asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(slip=0.2)
+        self.widths: list[int] = []
+
+    async def expand(
+        self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, request_id: str
+    ) -> Generation:
+        self.widths.append(n)
+        return await super().expand(prefixes, n, sampling, request_id)
+
+
+async def test_the_last_iteration_spends_what_is_left_on_fewer_children() -> None:
+    """A budget between two full iterations still buys children for the best leaf, not nothing."""
+    narrowed = 0
+    for budget in range(200, 1400, 40):
+        engine = WidthRecorder()
+        knobs = {"children": 4, "leaves_per_iteration": 1, "evaluation": "rollout"}
+        outcome = await controller(engine, FakePRM()).run(
+            request(engine, PROBLEMS[3], budget, knobs=knobs, sampling=Sampling(seed=3))
+        )
+        assert outcome.usage.generated_tokens + outcome.usage.scored_tokens <= budget
+        assert all(1 <= width <= 4 for width in engine.widths)
+        assert engine.widths[0] == 4  # the prompt's own expansion is full
+        narrowed += any(width < 4 for width in engine.widths[1:])
+    assert narrowed >= 5
+
+
 def values_are_means(tree: dict[str, Any]) -> bool:
     """Every reported value is a mean of values in [0, 1]: no virtual loss was left behind."""
     mean = tree["value"]
