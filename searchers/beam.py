@@ -1,7 +1,7 @@
 """PRM-guided step-level beam search, and diverse verifier tree search (DVTS).
 
 Contract (the published recipe's semantics):
-- Knobs: `beams` N (None: the largest power of two the budget affords for a whole search),
+- Knobs: `beams` N (None: as many as the budget affords for a whole search),
   `expansions` M per kept beam, `max_depth` in steps.
 - Round 0 samples N first steps. Each round the PRM scores every new step (one verifier call), finished
   solutions are set aside, the N/M best unfinished beams by PRM value are kept, and each is expanded M
@@ -21,6 +21,8 @@ from pydantic import Field
 
 from engines.budget import SearchStopped, StopReason
 from searchers.base import Knobs, SearchContext, SearchResult, Trace, best_by_value, result, score, value
+
+COST_MARGIN = 1.1  # plan for slightly longer steps than the hints say, so the last round is not cut
 
 
 class BeamKnobs(Knobs):
@@ -109,8 +111,8 @@ def path_cost(ctx: SearchContext) -> float:
 
 
 def affordable_beams(ctx: SearchContext, expansions: int) -> int:
-    """The largest power of two N whose whole search fits the budget (at least 1)."""
-    n = 1
-    while n * 2 <= 256 and 2 * n * path_cost(ctx) <= ctx.budget.remaining:
-        n *= 2
-    return n
+    """The most beams N whose whole search fits the budget, with a margin for longer steps (at least 1,
+    at most 256), rounded down to a multiple of M once it exceeds M, so the N/M kept beams' expansions
+    are N again. Not rounded to a power of two: the rest of a budget between two powers would go unspent."""
+    n = max(1, min(256, int(ctx.budget.remaining // (path_cost(ctx) * COST_MARGIN))))
+    return n - n % expansions if n > expansions else n

@@ -256,6 +256,21 @@ async def test_beam_keeps_the_best_beams_and_dvts_one_per_subtree() -> None:
     assert sorted(b.trace.scores[0] for b in kept) == [0.7, 0.9]
 
 
+@pytest.mark.parametrize("budget", [100, 300, 600, 1000, 2400, 10_000])
+@pytest.mark.parametrize("expansions", [2, 4])
+def test_beam_width_spends_the_budget_in_multiples_of_m(budget: int, expansions: int) -> None:
+    """N is the most beams whose planned search fits: N paths fit, N + M would not (or N + 1 below M)."""
+    from searchers.beam import COST_MARGIN, affordable_beams, path_cost
+
+    engine = FakeEngine()
+    ctx = Controller(engine, FakePRM()).context(request(PROBLEMS[0], "beam", budget), budget)
+    n, cost = affordable_beams(ctx, expansions), path_cost(ctx) * COST_MARGIN
+    step = expansions if n >= expansions else 1
+    assert n == 1 or n * cost <= budget
+    assert (n + step) * cost > budget
+    assert n <= expansions or n % expansions == 0
+
+
 async def test_beam_search_solves_more_than_sampling() -> None:
     """The fake PRM flags slips and dead ends, so step-level search should beat a single sample."""
     from tasks.countdown import parse_prompt
