@@ -24,8 +24,8 @@ Contract:
   last one expands the best leaf with as many children as the rest pays for), or when an adapter
   raises `SearchStopped`.
 - The default evaluation is "rollout": a rollout graded by the PRM's value of the whole solution. On
-  tier-4 Countdown the PRM's last-step score ranks solutions far better than its mid-solution scores
-  rank partial ones (AUROC 0.95 against 0.76), so at 16x it doubles MCTS's accuracy over "prm".
+  tier-4 Countdown the PRM ranks finished solutions far better (AUROC 0.95) than steps (0.76 over
+  every step), and at 16x rollouts raised MCTS's accuracy from 26% to 39% on 200 dev problems.
 - The answer: with `use_outcome` a verified-correct solution first; then with final="value" the finished
   solution of highest aggregated PRM value, with "visits" the end of the most-visited path when it is a
   finished solution (else by value). While nothing is finished, iterations keep back enough budget to
