@@ -18,7 +18,7 @@ async def test_labels_follow_the_math_shepherd_definition() -> None:
     assert len(labelled) == 36
     for item in labelled:
         assert len(item.soft_labels) == len(item.steps)
-        assert all(0.0 <= s <= 1.0 and (s * 4).is_integer() for s in item.soft_labels)
+        assert all(s is not None and 0.0 <= s <= 1.0 and float(s * 4).is_integer() for s in item.soft_labels)
         assert item.correct == check_solution(item.problem, "".join(item.steps)).correct
         # the last step of a complete solution is labelled by the checker itself
         assert item.soft_labels[-1] == float(item.correct)

@@ -69,7 +69,7 @@ async def test_every_strategy_through_chat(server_url: str, strategy: str, strea
         )
         assert r.choices[0].message.content and r.choices[0].finish_reason in ("stop", "length")
         assert spent(r.usage) <= 700
-        assert r.model_extra["search"]["strategy"] == strategy
+        assert r.model_extra is not None and r.model_extra["search"]["strategy"] == strategy
         return
     chunks = [
         chunk
@@ -94,7 +94,8 @@ async def test_every_strategy_through_completions(server_url: str, strategy: str
     model = f"ponder-default:{strategy}"  # the suffix, for clients that cannot send extra fields
     if not stream:
         r = await client.completions.create(model=model, prompt=PROMPT + "\n", max_tokens=200, seed=4)
-        assert r.choices[0].text and r.model_extra["search"]["strategy"] == strategy
+        assert r.choices[0].text and r.model_extra is not None
+        assert r.model_extra["search"]["strategy"] == strategy
         usage = r.usage
         assert usage is not None and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
         return
