@@ -72,6 +72,9 @@ class Continuation:
     text: str
     finish: Finish
     logprob: float
+    # With `Sampling.logprobs`: the log-probability of each step in `token_ids` (cut after every step
+    # delimiter), so a searcher can take a rollout's first step as a child with its own prior.
+    step_logprobs: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from engines.usage import Usage
 from tasks.countdown import Step, moves, parse_prompt
 from training.tokenizer import build_tokenizer
 from verifiers.countdown import check_step, split_steps
+from verifiers.prm import split_steps_ids
 
 BLOCK = 32
 
@@ -74,7 +75,10 @@ class FakeEngine:
                 if len(ids) + (finish == "end") > limit:  # like vLLM: max_tokens counts the EOS too
                     ids, finish = ids[:limit], "length"
                     text = self.decode(ids)
-                row.append(Continuation(ids, text, finish, -0.1 * len(ids)))
+                steps = split_steps_ids(ids, self.step_token_id) if sampling.logprobs else []
+                row.append(
+                    Continuation(ids, text, finish, -0.1 * len(ids), tuple(-0.1 * len(s) for s in steps))
+                )
                 usage += Usage(
                     prompt_tokens=len(prefix),
                     cached_prompt_tokens=self._cache(prefix),

@@ -178,13 +178,17 @@ class RemotePolicyEngine(PolicyText):
             token_ids = choice["token_ids"] or []
             generated += len(token_ids)
             logprob = None
+            token_logprobs = None
             if choice.get("logprobs") is not None:
                 # vLLM's cumulative log-probability is this same sum, in this order, in Python floats.
+                token_logprobs = choice["logprobs"]["token_logprobs"]
                 logprob = 0.0
-                for value in choice["logprobs"]["token_logprobs"]:
+                for value in token_logprobs:
                     logprob += value
             samples.append(
-                self.continuation(token_ids, choice["finish_reason"], choice["stop_reason"], logprob)
+                self.continuation(
+                    token_ids, choice["finish_reason"], choice["stop_reason"], logprob, token_logprobs
+                )
             )
         details = (reply.get("usage") or {}).get("prompt_tokens_details") or {}
         # Per sample, as in-process. vLLM reports one sample's cache hit for an n-request; its samples are

@@ -108,6 +108,7 @@ class PolicyText:
         finish_reason: str | None,
         stop_reason: int | str | None,
         cumulative_logprob: float | None,
+        token_logprobs: Sequence[float] | None = None,
     ) -> Continuation:
         ids = list(token_ids)
         finish: Finish
@@ -124,7 +125,22 @@ class PolicyText:
         if finish == "step" and (not ids or ids[-1] != self.step_token_id):
             ids.append(self.step_token_id)  # keep the delimiter in the prefix the next step extends
         logprob = cumulative_logprob if cumulative_logprob is not None else 0.0
-        return Continuation(tuple(ids), self.decode(ids), finish, float(logprob))
+        steps = () if token_logprobs is None else self.step_logprobs(ids, token_logprobs)
+        return Continuation(tuple(ids), self.decode(ids), finish, float(logprob), steps)
+
+    def step_logprobs(self, ids: Sequence[int], token_logprobs: Sequence[float]) -> tuple[float, ...]:
+        """Per-step sums of the sampled tokens' log-probabilities; a delimiter the adapter appended
+        (vLLM left it out) adds nothing, and a dropped end-of-sequence token is not counted."""
+        sums: list[float] = []
+        current = 0.0
+        for index, token in enumerate(ids):
+            current += float(token_logprobs[index]) if index < len(token_logprobs) else 0.0
+            if token == self.step_token_id:
+                sums.append(current)
+                current = 0.0
+        if ids and ids[-1] != self.step_token_id:
+            sums.append(current)
+        return tuple(sums)
 
 
 class VLLMPolicyEngine(PolicyText):
@@ -232,6 +248,16 @@ class VLLMPolicyEngine(PolicyText):
         return final
 
     def _continuation(self, output: Any) -> Continuation:
+        token_logprobs = None
+        if output.logprobs is not None:  # one {token id: Logprob} per position, the sampled one included
+            token_logprobs = [
+                position[token].logprob
+                for position, token in zip(output.logprobs, output.token_ids, strict=False)
+            ]
         return self.continuation(
-            output.token_ids, output.finish_reason, output.stop_reason, output.cumulative_logprob
+            output.token_ids,
+            output.finish_reason,
+            output.stop_reason,
+            output.cumulative_logprob,
+            token_logprobs,
         )

@@ -9,11 +9,13 @@ Contract:
     `leaves_per_iteration` distinct open leaves. A virtual loss along each chosen path sends the next
     descent elsewhere, so the engine always gets a batch. Finished leaves met on the way are only
     visited again (their value backed up, no engine call).
-  expand: all chosen leaves in ONE `expand` call of `children` samples each; identical steps under one
+  expand: all chosen leaves in ONE engine call of `children` samples each; identical steps under one
     parent are merged; priors are the policy's step probabilities (a softmax of per-token log-probs).
+    With rollout evaluation that call samples whole rollouts, and their first steps are the children,
+    each already rolled out (the same distribution as a step, then a rollout from it, in one call).
   evaluate: ONE verifier call for every new node: the PRM is a value function, so an open node is worth
-    its last step's score. With rollouts, ONE rollout call first finishes every new open node and the
-    finished solution is graded ("prm+rollout" averages the two). A finished solution is graded as an
+    its last step's score. With rollouts, the rollout's finished solution is graded ("prm+rollout"
+    averages the two). A finished solution is graded as an
     answer: 1 or 0 by the environment verifier with `use_outcome` (where the task has one), else its
     aggregated PRM value, the number the final choice uses too.
   backup: each new node counts its own value as its first visit; the expanded leaf's path gets their
@@ -49,6 +51,7 @@ from pydantic import Field
 from engines.base import Continuation
 from engines.budget import SearchStopped, StopReason
 from searchers.base import Knobs, SearchContext, SearchResult, Trace, best_by_value, result, score, value
+from verifiers.prm import split_steps_ids
 
 Evaluation = Literal["prm", "rollout", "prm+rollout"]
 COST_MARGIN = 1.1  # plan iterations for slightly longer steps than seen, so the last one is not cut
@@ -200,6 +203,33 @@ def attach_children(ctx: SearchContext, leaf: Node, continuations: Sequence[Cont
             )
     leaf.children = list(by_step.values())
     return leaf.children
+
+
+def first_step(continuation: Continuation, step_token_id: int, decode: Callable[..., str]) -> Continuation:
+    """A sampled continuation's first step, with that step's own log-probability (the continuation
+    itself when it is a single step: then the child is where it ended)."""
+    steps = split_steps_ids(continuation.token_ids, step_token_id)
+    if len(steps) <= 1:
+        return continuation
+    logprob = continuation.step_logprobs[0] if continuation.step_logprobs else continuation.logprob
+    return Continuation(steps[0], decode(steps[0]), "step", logprob, (logprob,))
+
+
+def attach_rollouts(
+    ctx: SearchContext,
+    leaf: Node,
+    children: Sequence[Node],
+    rollouts: Sequence[Continuation],
+    steps: Sequence[Continuation],
+) -> None:
+    """Each open child's rollout: the first sampled continuation that starts with its step (a step
+    sampled twice keeps its first rollout)."""
+    by_step: dict[tuple[int, ...], Continuation] = {}
+    for rollout, step in zip(rollouts, steps, strict=True):
+        by_step.setdefault(step.token_ids, rollout)
+    for child in children:
+        if not child.terminal:
+            child.rollout = ctx.grow(leaf.trace, by_step[child.trace.steps[-1]])
 
 
 # --- evaluate -----------------------------------------------------------------------------------
@@ -379,21 +409,29 @@ class TreeSearch:
     # --- expand and evaluate --------------------------------------------------------------------
 
     async def expand(self, leaves: list[Node], iteration: int, width: int) -> list[Node]:
+        """The leaves' new children, in one engine call. With rollout evaluation that call samples whole
+        rollouts and their first steps become the children (each rolled out already): the same
+        distribution as a step and then a rollout from it, without a second call."""
         prefixes = [self.ctx.prefix(leaf.trace) for leaf in leaves]
         sampling = replace(self.ctx.seeded(iteration), logprobs=True)  # the children's priors
-        generation = await self.ctx.policy.expand(prefixes, width, sampling)
-        self.sampled_steps += len(leaves) * width
-        self.sampled_step_tokens += generation.usage.generated_tokens
-        return [
-            child
-            for leaf, row in zip(leaves, generation.continuations, strict=True)
-            for child in attach_children(self.ctx, leaf, row)
-        ]
+        rolls_out = self.knobs.evaluation != "prm"
+        call = self.ctx.policy.rollout if rolls_out else self.ctx.policy.expand
+        generation = await call(prefixes, width, sampling)
+        children: list[Node] = []
+        for leaf, row in zip(leaves, generation.continuations, strict=True):
+            steps = [first_step(c, self.ctx.policy.step_token_id, self.ctx.policy.decode) for c in row]
+            new = attach_children(self.ctx, leaf, steps)
+            if rolls_out:
+                attach_rollouts(self.ctx, leaf, new, row, steps)
+            self.sampled_steps += len(steps)
+            self.sampled_step_tokens += sum(len(step.token_ids) for step in steps)
+            children += new
+        return children
 
     async def evaluate(self, children: list[Node], iteration: int) -> None:
         """Every new node's value and first visit: at most one rollout call and one verifier call."""
         if self.knobs.evaluation != "prm":
-            await self.roll_out([child for child in children if not child.terminal], iteration)
+            await self.roll_out([c for c in children if not c.terminal and c.rollout is None], iteration)
         await self.score_all(children)
         for child in children:
             child.estimate = self.estimate(child)

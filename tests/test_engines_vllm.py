@@ -45,6 +45,22 @@ async def test_expand_stops_at_the_step_delimiter(policy_engine: VLLMPolicyEngin
     assert all(c.logprob == 0.0 for row in plain.continuations for c in row)
 
 
+async def test_rollouts_report_each_steps_logprob(policy_engine: VLLMPolicyEngine) -> None:
+    """MCTS takes a rollout's first step as a child: its step log-probabilities add up to the whole
+    continuation's, one per step, and the first equals what an expand call of the same seed reports."""
+    prompt = policy_engine.encode(PROMPT)
+    rolled = await policy_engine.rollout([prompt], 4, Sampling(seed=5, logprobs=True), "t-roll-lp")
+    stepped = await policy_engine.expand([prompt], 4, Sampling(seed=5, logprobs=True), "t-step-lp")
+    for whole, step in zip(rolled.continuations[0], stepped.continuations[0], strict=True):
+        n_steps = whole.text.count("\n") + (not whole.text.endswith("\n"))
+        assert len(whole.step_logprobs) == n_steps
+        assert sum(whole.step_logprobs) == pytest.approx(whole.logprob, abs=1e-4)
+        if whole.token_ids[: len(step.token_ids)] == step.token_ids:  # same first step sampled
+            assert whole.step_logprobs[0] == pytest.approx(step.logprob, abs=1e-4)
+    plain = await policy_engine.rollout([prompt], 2, Sampling(seed=5), "t-roll-plain")
+    assert all(c.step_logprobs == () for c in plain.continuations[0])
+
+
 async def test_usage_is_exact(policy_engine: VLLMPolicyEngine) -> None:
     prompts = [policy_engine.encode(p.prompt()) for p in generate(4, 3, seed=9)]
     generation = await policy_engine.rollout(prompts, 2, Sampling(seed=2), "t-usage")

@@ -144,7 +144,7 @@ async def test_remote_policy_sends_token_ids_and_reads_the_reply_like_in_process
     assert [len(row) for row in generation.continuations] == [2, 2]
     first = generation.continuations[0][0]
     assert first.finish == "step" and first.token_ids == (20, 21, policy.step_token_id)
-    assert first.logprob == pytest.approx(-1.5)
+    assert first.logprob == pytest.approx(-1.5) and first.step_logprobs == pytest.approx((-1.5,))
     assert generation.usage == Usage(
         prompt_tokens=10, cached_prompt_tokens=8, generated_tokens=12, policy_calls=4
     )

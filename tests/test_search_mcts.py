@@ -20,6 +20,7 @@ from searchers.mcts import (
     Node,
     attach_children,
     backup,
+    first_step,
     leaf_value,
     most_visited_end,
     remove_virtual_loss,
@@ -99,7 +100,9 @@ def call_recorder(
 
 
 @pytest.mark.parametrize("evaluation", ["prm", "rollout", "prm+rollout"])
-async def test_one_expand_call_and_one_prm_call_per_iteration(evaluation: str) -> None:
+async def test_one_engine_call_and_one_prm_call_per_iteration(evaluation: str) -> None:
+    """Expansion by PRM value is one expand call; with rollouts, one rollout call whose first steps are
+    the children (no separate expand)."""
     engine, prm = CountingEngine(), FakePRM()
     seen, progress = call_recorder(engine, prm)
     knobs = {"iterations": 6, "evaluation": evaluation}
@@ -109,8 +112,7 @@ async def test_one_expand_call_and_one_prm_call_per_iteration(evaluation: str) -
     assert outcome.stop_reason == "done" and len(seen) >= 2
     for before, after in zip([(0, 0, 0), *seen], seen, strict=False):
         expands, rollouts, scorings = (a - b for a, b in zip(after, before, strict=True))
-        assert expands == 1  # every leaf of the iteration in one call
-        assert rollouts <= (0 if evaluation == "prm" else 1)
+        assert (expands, rollouts) == ((1, 0) if evaluation == "prm" else (0, 1))  # every leaf in one call
         assert scorings <= 1
     assert engine.calls == engine.expands + engine.rollouts == seen[-1][0] + seen[-1][1]
 
@@ -153,7 +155,7 @@ async def test_never_spends_more_than_the_budget() -> None:
 
 
 class WidthRecorder(FakeEngine):
-    """The fake policy, noting how many children each expand call asked for."""
+    """The fake policy, noting how many samples each call asked for."""
 
     def __init__(self) -> None:
         super().__init__(slip=0.2)
@@ -164,6 +166,12 @@ class WidthRecorder(FakeEngine):
     ) -> Generation:
         self.widths.append(n)
         return await super().expand(prefixes, n, sampling, request_id)
+
+    async def rollout(
+        self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, request_id: str
+    ) -> Generation:
+        self.widths.append(n)
+        return await super().rollout(prefixes, n, sampling, request_id)
 
 
 async def test_the_last_iteration_spends_what_is_left_on_fewer_children() -> None:
@@ -334,6 +342,17 @@ def test_children_merge_identical_steps_and_priors_follow_per_token_logprobs() -
     assert [c.step for c in children] == ["12+9=21 [5 21]\n", "9-5=4 [12 4]\n"]
     assert children[0].prior == pytest.approx(priors[0] + priors[2])
     assert children[0].trace.steps == (step,) and children[0].parent is leaf
+
+
+def test_a_rollouts_first_step_is_the_child_with_its_own_logprob() -> None:
+    engine = FakeEngine()
+    step = tuple(engine.encode("12+9=21 [5 21]\n"))
+    rest = tuple(engine.encode("21+5=26 [26]\n"))
+    whole = Continuation(step + rest, "12+9=21 [5 21]\n21+5=26 [26]\n", "end", -3.0, (-1.0, -2.0))
+    first = first_step(whole, engine.step_token_id, engine.decode)
+    assert first == Continuation(step, "12+9=21 [5 21]\n", "step", -1.0, (-1.0,))
+    alone = Continuation(rest, "21+5=26 [26]\n", "end", -2.0, (-2.0,))
+    assert first_step(alone, engine.step_token_id, engine.decode) is alone  # one step: where it ended
 
 
 def test_the_tree_report_keeps_visited_nodes_up_to_the_limit() -> None:
