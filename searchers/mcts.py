@@ -315,7 +315,7 @@ class TreeSearch:
             self.release()
             return "budget"
         children = await self.expand([path[-1] for path in expanding], iteration, width)
-        await self.evaluate(children, iteration)
+        await self.evaluate(children)
         for path in self.pending:
             backup(path, leaf_value(path[-1]), self.knobs.virtual_loss)
         self.pending = []
@@ -428,24 +428,14 @@ class TreeSearch:
             children += new
         return children
 
-    async def evaluate(self, children: list[Node], iteration: int) -> None:
-        """Every new node's value and first visit: at most one rollout call and one verifier call."""
-        if self.knobs.evaluation != "prm":
-            await self.roll_out([c for c in children if not c.terminal and c.rollout is None], iteration)
+    async def evaluate(self, children: list[Node]) -> None:
+        """Every new node's value and first visit, in one verifier call (rollouts came with `expand`)."""
         await self.score_all(children)
         for child in children:
             child.estimate = self.estimate(child)
             child.visits, child.total = 1, child.estimate
         answers = [c.trace for c in children if c.terminal] + [c.rollout for c in children if c.rollout]
         self.solved = self.solved or any(self.correct(answer) for answer in answers)
-
-    async def roll_out(self, nodes: list[Node], iteration: int) -> None:
-        if not nodes:
-            return
-        prefixes = [self.ctx.prefix(node.trace) for node in nodes]
-        generation = await self.ctx.policy.rollout(prefixes, 1, self.ctx.seeded(iteration))
-        for node, row in zip(nodes, generation.continuations, strict=True):
-            node.rollout = self.ctx.grow(node.trace, row[0])
 
     async def score_all(self, children: list[Node]) -> None:
         """PRM scores for every trace the grading reads, in one verifier call."""
