@@ -28,6 +28,9 @@ from verifiers.aggregate import Aggregation, aggregate
 from verifiers.metered import MeteredVerifier
 from verifiers.prm import Candidate, split_steps_ids
 
+COST_MARGIN = 1.1  # searchers plan rounds for slightly longer samples and steps than seen or hinted,
+# so that the last round the budget affords is not cut short
+
 
 @dataclass(frozen=True)
 class Trace:

@@ -20,9 +20,17 @@ from typing import ClassVar
 from pydantic import Field
 
 from engines.budget import SearchStopped, StopReason
-from searchers.base import Knobs, SearchContext, SearchResult, Trace, best_by_value, result, score, value
-
-COST_MARGIN = 1.1  # plan for slightly longer steps than the hints say, so the last round is not cut
+from searchers.base import (
+    COST_MARGIN,
+    Knobs,
+    SearchContext,
+    SearchResult,
+    Trace,
+    best_by_value,
+    result,
+    score,
+    value,
+)
 
 
 class BeamKnobs(Knobs):

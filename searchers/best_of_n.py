@@ -22,10 +22,19 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from engines.budget import SearchStopped, StopReason
-from searchers.base import Knobs, SearchContext, SearchResult, Trace, best_by_value, result, score, value
+from searchers.base import (
+    COST_MARGIN,
+    Knobs,
+    SearchContext,
+    SearchResult,
+    Trace,
+    best_by_value,
+    result,
+    score,
+    value,
+)
 
 Selection = Literal["prm", "vote", "weighted_vote", "outcome"]
-COST_MARGIN = 1.1  # size rounds for slightly longer samples than seen, so the last ones are not cut
 
 
 class BestOfNKnobs(Knobs):

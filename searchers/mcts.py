@@ -50,11 +50,20 @@ from pydantic import Field
 
 from engines.base import Continuation
 from engines.budget import SearchStopped, StopReason
-from searchers.base import Knobs, SearchContext, SearchResult, Trace, best_by_value, result, score, value
+from searchers.base import (
+    COST_MARGIN,
+    Knobs,
+    SearchContext,
+    SearchResult,
+    Trace,
+    best_by_value,
+    result,
+    score,
+    value,
+)
 from verifiers.prm import split_steps_ids
 
 Evaluation = Literal["prm", "rollout", "prm+rollout"]
-COST_MARGIN = 1.1  # plan iterations for slightly longer steps than seen, so the last one is not cut
 TREE_LIMIT = 256  # nodes reported in `SearchResult.tree`
 MIN_TOKEN_LOGPROB = -1e4  # floor for a -inf log-prob, so such a step still gets a (negligible) prior
 

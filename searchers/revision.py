@@ -33,11 +33,20 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from engines.budget import SearchStopped, StopReason
-from searchers.base import Knobs, SearchContext, SearchResult, Trace, best_by_value, result, score, value
+from searchers.base import (
+    COST_MARGIN,
+    Knobs,
+    SearchContext,
+    SearchResult,
+    Trace,
+    best_by_value,
+    result,
+    score,
+    value,
+)
 from verifiers.aggregate import Aggregation
 
 Resume = Literal["first_doubt", "weakest"]
-COST_MARGIN = 1.1  # plan rounds for slightly longer attempts than seen, so the last one is not cut
 
 
 class RevisionKnobs(Knobs):
