@@ -19,6 +19,7 @@ from engines.base import Continuation, Finish, Generation, Sampling, gather_or_c
 from engines.cpu_binding import cpu_binding
 from engines.inflight import InflightRequests
 from engines.usage import Usage
+from verifiers.prm import split_steps_ids
 
 log = logging.getLogger("ponder.engine")
 
@@ -131,15 +132,13 @@ class PolicyText:
     def step_logprobs(self, ids: Sequence[int], token_logprobs: Sequence[float]) -> tuple[float, ...]:
         """Per-step sums of the sampled tokens' log-probabilities; a delimiter the adapter appended
         (vLLM left it out) adds nothing, and a dropped end-of-sequence token is not counted."""
+        per_token = [float(x) for x in token_logprobs[: len(ids)]]
+        per_token += [0.0] * (len(ids) - len(per_token))
         sums: list[float] = []
-        current = 0.0
-        for index, token in enumerate(ids):
-            current += float(token_logprobs[index]) if index < len(token_logprobs) else 0.0
-            if token == self.step_token_id:
-                sums.append(current)
-                current = 0.0
-        if ids and ids[-1] != self.step_token_id:
-            sums.append(current)
+        start = 0
+        for step in split_steps_ids(ids, self.step_token_id):
+            sums.append(sum(per_token[start : start + len(step)]))
+            start += len(step)
         return tuple(sums)
 
 
