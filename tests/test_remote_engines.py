@@ -164,12 +164,12 @@ async def test_remote_step_search_reuses_the_prefix_cache(
 async def test_abort_and_cancel_leave_nothing_running(remote_policy: RemotePolicyEngine) -> None:
     prompt = remote_policy.encode(TASKS[0].prompt)
     sampling = Sampling(max_tokens=200, seed=5)
-    task = asyncio.create_task(remote_policy.rollout([prompt] * 4, 8, sampling, "t-remote-abort"))
+    task = asyncio.create_task(remote_policy.rollout([prompt] * 8, 16, sampling, "t-remote-abort"))
     await asyncio.sleep(0.3)
     await remote_policy.abort("t-remote-abort")
     generation = await asyncio.wait_for(task, timeout=30)
     assert "abort" in {c.finish for row in generation.continuations for c in row}
-    task = asyncio.create_task(remote_policy.rollout([prompt] * 4, 8, sampling, "t-remote-cancel"))
+    task = asyncio.create_task(remote_policy.rollout([prompt] * 8, 16, sampling, "t-remote-cancel"))
     await asyncio.sleep(0.3)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -199,6 +199,15 @@ async def test_server_health_reports_the_replicas(
     assert health.status_code == 200 and health.json()["engines"] == {"policy": True, "prm": True}
 
 
+async def running_requests(http: httpx.AsyncClient, url: str) -> float:
+    metrics = (await http.get(f"{url}/metrics")).text
+    return sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("vllm:num_requests_running")
+    )
+
+
 async def test_a_replica_killed_under_load_fails_no_request(
     servers: Servers, remote_policy: RemotePolicyEngine, remote_prm: RemotePRM
 ) -> None:
@@ -213,9 +222,16 @@ async def test_a_replica_killed_under_load_fails_no_request(
     assert {remote_policy.remote.replicas.order(r.request_id)[0] for r in requests} == {
         s.url for s in servers.policy
     }
+    on_victim = [
+        r.request_id for r in requests if remote_policy.remote.replicas.order(r.request_id)[0] == victim.url
+    ]
     runs = [asyncio.create_task(controller.run(r)) for r in requests]
-    await asyncio.sleep(1.5)
-    assert not all(run.done() for run in runs)
+    # Kill as soon as the victim is generating, so calls die mid-response. A fixed sleep let every
+    # search on the victim finish first on a fast run, and the kill then proved nothing.
+    async with asyncio.timeout(120), httpx.AsyncClient() as http:
+        while await running_requests(http, victim.url) == 0:
+            await asyncio.sleep(0.01)
+    assert not all(run.done() for run, r in zip(runs, requests, strict=True) if r.request_id in on_victim)
     victim.kill()
     results = await asyncio.gather(*runs)
     assert all(r.usage.generated_tokens > 0 and r.best.finished for r in results)
