@@ -70,8 +70,11 @@ async def test_the_policy_runs_beside_a_prm_kept_busy_until_it_finishes() -> Non
         await asyncio.sleep(0.05)
         return 7.0
 
+    running_before = asyncio.all_tasks()
     result, prm_rate = await beside_busy_prm(pair.prm, candidates, work(), "t")
     assert result == 7.0 and prm_rate > 0
+    # The PRM's keep-busy task ended with the work (other tests' tasks on the shared loop are not ours).
+    assert asyncio.all_tasks() - running_before == set()
 
 
 async def test_the_width_curve_has_a_point_per_width_and_a_plot(tmp_path: Path) -> None:
