@@ -28,6 +28,7 @@ from typing import Any
 
 from engines.base import Continuation, Generation, Sampling, gather_or_cancel, validate_prefixes
 from engines.remote_http import RemoteClient
+from engines.spec import PolicySpec
 from engines.usage import Usage
 from engines.vllm_engine import PolicyText, load_tokenizer, sample_seed
 
@@ -46,10 +47,10 @@ class RemotePolicyEngine(PolicyText):
         client: RemoteClient,
         tokenizer: Any,
         max_model_len: int,
-        step_delimiter: str = "\n",
+        spec: PolicySpec,
         request_per_sample: bool = False,
     ) -> None:
-        super().__init__(tokenizer, step_delimiter)
+        super().__init__(tokenizer, spec)
         self.remote = client
         self.max_model_len = max_model_len
         # False: one HTTP request per prefix with n samples (~2.4x the throughput of one per sample on
@@ -61,6 +62,7 @@ class RemotePolicyEngine(PolicyText):
         cls,
         urls: Sequence[str],
         model: str | Path,
+        spec: PolicySpec,
         max_model_len: int | None = None,
         cool_off_s: float = 10.0,
         request_per_sample: bool = False,
@@ -71,6 +73,7 @@ class RemotePolicyEngine(PolicyText):
             RemoteClient(urls, cool_off_s),
             load_tokenizer(model),
             max_model_len if max_model_len is not None else model_max_len(model),
+            spec,
             request_per_sample=request_per_sample,
         )
 

@@ -2,14 +2,13 @@
 
 Contract: one `AsyncLLM` per model, started once per process; every prefix of a call becomes one vLLM
 request with `n` samples, all submitted at once so vLLM batches them with every other search's requests.
-Steps stop on the step delimiter's token id; usage comes from vLLM's own counts (prompt length,
-`num_cached_tokens`, sampled token ids).
+Steps stop on the step delimiter's token id (from the policy's `PolicySpec`); usage comes from vLLM's own
+counts (prompt length, `num_cached_tokens`, sampled token ids).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ from typing import Any
 from engines.base import Continuation, Finish, Generation, Sampling, gather_or_cancel, validate_prefixes
 from engines.cpu_binding import cpu_binding
 from engines.inflight import InflightRequests
+from engines.spec import PolicySpec, SpecError, split_steps_ids
 from engines.usage import Usage
-from verifiers.prm import split_steps_ids
 
 log = logging.getLogger("ponder.engine")
 
@@ -29,7 +28,7 @@ class VLLMConfig:
     model: str
     max_model_len: int | None = None  # None: the model's max_position_embeddings
     block_size: int | None = 32  # CPU caches full 32-token blocks; the default 128 would cache almost nothing
-    kv_cache_gib: float = 1.0
+    kv_cache_gib: float = 1.0  # this engine's KV cache (CPU and GPU alike), passed to vLLM as bytes
     dtype: str = "float32"  # the embedded models are tiny fp32 checkpoints; "auto" for real models on GPU
     enforce_eager: bool = True  # start-up in ~half the time; CPU throughput is the same
     enable_prefix_caching: bool = True
@@ -42,11 +41,13 @@ class VLLMConfig:
     # engines/cpu_binding.py); None keeps vLLM's own binding. GPUs ignore it.
     cpu_cores: str | None = None
 
+    @property
+    def kv_cache_bytes(self) -> int:
+        return int(self.kv_cache_gib * 2**30)
+
     def engine_args(self, **extra: Any) -> Any:
         from vllm import AsyncEngineArgs
 
-        # The CPU backend sizes its KV cache from this variable; the GPU backend ignores it.
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(self.kv_cache_gib))))
         return AsyncEngineArgs(
             model=self.model,
             tokenizer=self.model,
@@ -58,6 +59,7 @@ class VLLMConfig:
             enable_chunked_prefill=self.enable_chunked_prefill,
             max_num_seqs=self.max_num_seqs,
             seed=self.seed,
+            kv_cache_memory_bytes=self.kv_cache_bytes,
             disable_log_stats=True,
             **extra,
         )
@@ -76,6 +78,15 @@ def load_tokenizer(model: str | Path) -> Any:
     return AutoTokenizer.from_pretrained(str(model))
 
 
+def delimiter_token_id(tokenizer: Any, delimiter: str) -> int:
+    """The one token id the step delimiter encodes to; a delimiter that is not one token is refused at
+    start-up, since steps are cut on that id."""
+    ids = list(tokenizer.encode(delimiter, add_special_tokens=False))
+    if len(ids) != 1:
+        raise SpecError(f"the step delimiter {delimiter!r} is {len(ids)} tokens of this tokenizer, not one")
+    return int(ids[0])
+
+
 def sample_seed(seed: int | None, index: int) -> int | None:
     """The seed of sample `index` of a call (prefix-major): distinct per sample, so identical prefixes
     in one call do not draw identical samples. Shared with the remote engine so both draw the same."""
@@ -86,20 +97,29 @@ class PolicyText:
     """The policy's tokenizer side, done locally by every policy engine (in-process or remote): text <->
     token ids once per request, never per step, and vLLM's finished samples turned into `Continuation`s."""
 
-    def __init__(self, tokenizer: Any, step_delimiter: str = "\n") -> None:
+    def __init__(self, tokenizer: Any, spec: PolicySpec) -> None:
         self.tokenizer = tokenizer
+        self.spec = spec
         self.eos_token_id: int = tokenizer.eos_token_id
-        self.bos_token_id: int = tokenizer.bos_token_id
-        self.step_token_id: int = tokenizer.convert_tokens_to_ids(step_delimiter)
+        self.bos_token_id: int | None = tokenizer.bos_token_id  # None for tokenizers without one (Qwen)
+        self.step_token_id: int = delimiter_token_id(tokenizer, spec.step_delimiter)
         self.vocab_size = len(tokenizer)
 
     def encode(self, text: str) -> list[int]:
-        return [self.bos_token_id, *self.tokenizer.encode(text, add_special_tokens=False)]
+        ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+        return ids if self.bos_token_id is None else [self.bos_token_id, *ids]
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """A conversation's prompt ids, rendered once per request as the spec says."""
+        if self.spec.system_prompt is not None and not any(m["role"] == "system" for m in messages):
+            messages = [{"role": "system", "content": self.spec.system_prompt}, *messages]
+        if self.spec.prompt_format == "plain":  # system lines, then the last user message, one per line
+            lines = [m["content"].strip() for m in messages if m["role"] == "system"]
+            users = [m["content"].strip() for m in messages if m["role"] == "user"]
+            return self.encode("\n".join([*lines, *users[-1:]]) + "\n")
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
@@ -145,20 +165,20 @@ class PolicyText:
 class VLLMPolicyEngine(PolicyText):
     """`PolicyEngine` on vLLM's `AsyncLLM`."""
 
-    def __init__(self, engine: Any, tokenizer: Any, step_delimiter: str = "\n") -> None:
-        super().__init__(tokenizer, step_delimiter)
+    def __init__(self, engine: Any, tokenizer: Any, spec: PolicySpec) -> None:
+        super().__init__(tokenizer, spec)
         self.engine = engine
         self.max_model_len: int = engine.model_config.max_model_len
         self.inflight = InflightRequests("policy")
 
     @classmethod
-    def start(cls, config: VLLMConfig) -> VLLMPolicyEngine:
+    def start(cls, config: VLLMConfig, spec: PolicySpec) -> VLLMPolicyEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         log.info("starting vLLM policy engine on %s (cores %s)", config.model, config.cpu_cores or "auto")
         with cpu_binding(config.cpu_cores):
             engine = AsyncLLM.from_engine_args(config.engine_args())
-        return cls(engine, load_tokenizer(config.model))
+        return cls(engine, load_tokenizer(config.model), spec)
 
     def shutdown(self) -> None:
         shutdown_engine(self.engine)

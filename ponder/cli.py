@@ -1,7 +1,10 @@
 """`ponder`: one command line for serving, training, evaluation and benchmarks.
 
-Contract: each subcommand parses its own arguments and calls into the package that owns the work;
-heavy imports (torch, vLLM) happen inside the subcommand so `ponder --help` is instant.
+Contract: each subcommand has one small function that adds its parser and one that runs it, calling into
+the package that owns the work. `serve` and `engine` derive their flags from settings models
+(`server.settings`, pydantic-settings): a setting is declared once, with its default and help text, and
+can also come from the environment (`PONDER_<NAME>`). Heavy imports (torch, vLLM) happen inside the
+subcommand, so `ponder --help` stays quick.
 """
 
 from __future__ import annotations
@@ -14,9 +17,67 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, CliPositionalArg, CliSettingsSource
 
 from ponder.defaults import DEFAULT_MODELS
+from server.settings import SETTINGS_CONFIG, ModelSettings, ServerSettings
+
+Subparsers = Any  # argparse's private _SubParsersAction
+MODELS_HELP = "directory with the policy in policy/ and the PRM in prm/"
+
+
+class ServeSettings(ServerSettings):
+    """`ponder serve`: the server's settings, with the embedded default models as the default."""
+
+    models: Path = Field(DEFAULT_MODELS, description=MODELS_HELP)
+
+
+class ReplicaSettings(ModelSettings):
+    """`ponder engine ROLE`: one vLLM server for a remote policy or PRM replica."""
+
+    model_config = SETTINGS_CONFIG
+
+    role: CliPositionalArg[Literal["policy", "prm"]] = Field(description="which model of MODELS to serve")
+    models: Path = Field(DEFAULT_MODELS, description=MODELS_HELP)
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8001, ge=0, lt=65_536, description="port to listen on")
+    kv_cache_gib: float = Field(2.0, gt=0, description="the server's KV cache, in GiB")
+    cpu_cores: str | None = Field(
+        None,
+        description="CPU backend: the cores this server computes on, e.g. 0 or 2-3 "
+        "(VLLM_CPU_OMP_THREADS_BIND); give a policy and a PRM server on one machine different cores. "
+        "Default: vLLM's binding",
+    )
+    max_model_len: int | None = Field(None, gt=0, description="default: the model's max_position_embeddings")
+    dtype: str = Field("float32", description="float32 for the embedded models; auto on GPU")
+    compile: bool = Field(False, description="let vLLM compile (slower start-up)")
+    print: bool = Field(False, description="print the vLLM command instead of running it")
+
+
+def settings_parser(
+    sub: Subparsers,
+    name: str,
+    settings: type[BaseSettings],
+    run: Callable[[Any, argparse.Namespace], int],
+    **kwargs: Any,
+) -> argparse.ArgumentParser:
+    """A subcommand whose flags are `settings`' fields: `settings_of(args)` builds the settings from the
+    parsed arguments (and the environment), and `func(args)` runs the command with them."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, **kwargs)
+    source: CliSettingsSource[Any] = CliSettingsSource(
+        settings, root_parser=parser, cli_kebab_case=True, cli_implicit_flags=True
+    )
+    parser.set_defaults(
+        settings_of=lambda args: settings(_cli_settings_source=source(parsed_args=args)),
+        func=lambda args: run(args.settings_of(args), args),
+    )
+    return parser
+
 
 # the strategies `ponder eval search` sweeps (evaluation.search.STRATEGIES; kept here so --help is instant)
 STRATEGY_LABELS = (
@@ -31,58 +92,49 @@ STRATEGY_LABELS = (
 )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(settings: ServeSettings, args: argparse.Namespace) -> int:
     """Start both engines on the models and serve the OpenAI-compatible API on uvicorn."""
-    from server.main import ServerConfig, serve
+    from server.main import serve
 
-    serve(
-        ServerConfig(
-            models=args.models,
-            host=args.host,
-            port=args.port,
-            model_name=args.model_name,
-            api_key=args.api_key or os.environ.get("PONDER_API_KEY") or None,
-            default_strategy=args.default_strategy,
-            default_budget=args.default_budget,
-            max_budget=args.max_budget,
-            max_running=args.max_running,
-            max_queued=args.max_queued,
-            policy_urls=tuple(args.policy_url or ()),
-            prm_urls=tuple(args.prm_url or ()),
-            replica_cool_off_s=args.replica_cool_off,
-        )
-    )
+    serve(settings)
     return 0
 
 
-def cmd_engine(args: argparse.Namespace) -> int:
+def cmd_engine(settings: ReplicaSettings, args: argparse.Namespace) -> int:
     """Run one vLLM server for a remote policy or PRM replica, with the in-process engines' settings."""
     from engines.cpu_binding import BIND_VARIABLE, pin
     from engines.vllm_engine import VLLMConfig
     from engines.vllm_serve import serve_command, serve_env
 
     config = VLLMConfig(
-        model=str(args.models / args.role),
-        kv_cache_gib=args.kv_cache_gib,
-        max_model_len=args.max_model_len,
-        dtype=args.dtype,
-        enforce_eager=not args.compile,
-        cpu_cores=args.cpu_cores,
+        model=str(settings.models / settings.role),
+        kv_cache_gib=settings.kv_cache_gib,
+        max_model_len=settings.max_model_len,
+        dtype=settings.dtype,
+        enforce_eager=not settings.compile,
+        cpu_cores=settings.cpu_cores,
     )
-    argv = serve_command(config, args.role, args.host, args.port) + list(args.vllm_args)
-    if args.print:
+    prm_spec = settings.prm_spec() if settings.role == "prm" else None
+    argv = serve_command(config, settings.role, settings.host, settings.port, prm_spec=prm_spec)
+    argv += args.vllm_args
+    cores = settings.cpu_cores
+    if settings.print:
         # taskset keeps the server's EngineCore on the cores too, as pin() does below
-        binding = (
-            ["taskset", "-c", args.cpu_cores, "env", f"{BIND_VARIABLE}={args.cpu_cores}"]
-            if args.cpu_cores
-            else []
-        )
+        binding = ["taskset", "-c", cores, "env", f"{BIND_VARIABLE}={cores}"] if cores else []
         print(shlex.join(binding + argv))
         return 0
     # the server and the engine processes it spawns stay on those cores (or on the CPU list a
     # container set in the variable; keywords such as "auto" leave the affinity alone)
-    pin(args.cpu_cores or os.environ.get(BIND_VARIABLE))
+    pin(cores or os.environ.get(BIND_VARIABLE))
     os.execve(argv[0], argv, serve_env(config))  # becomes the vLLM server: signals reach it directly
+
+
+def stage_card(recipe: dict[str, Any], out: Path) -> None:
+    """`ponder train`'s last stage: quick held-out metrics of both checkpoints, written into their cards."""
+    from evaluation.foundation import card_metrics
+    from training.checkpoint import record_metrics
+
+    record_metrics(out, card_metrics(recipe, out))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -173,21 +225,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     from evaluation.engine_curve import engine_curve, plot_engine_curve
     from evaluation.foundation import engine_throughput, prm_throughput
-    from ponder.pair import Pair
+    from server.engines import Engines
+    from server.settings import EngineSettings
 
-    async def both(pair: Pair) -> dict[str, object]:
-        policy = await engine_throughput(pair.policy, args.prompts, args.n, args.repeats)
-        report = {**policy, **await prm_throughput(pair, args.prompts, args.n, args.repeats)}
+    async def both(engines: Engines) -> dict[str, object]:
+        policy = await engine_throughput(engines.policy, args.prompts, args.n, args.repeats)
+        report = {**policy, **await prm_throughput(engines, args.prompts, args.n, args.repeats)}
         if args.curve:
-            report["by_width"] = await engine_curve(pair, repeats=args.repeats)
+            report["by_width"] = await engine_curve(engines, repeats=args.repeats)
         return report
 
     # the engines on the cores they get when serving (one each on 2 cores)
-    pair = Pair.start(args.models)
+    engines = Engines.start(EngineSettings(models=args.models))
     try:
-        report = asyncio.run(both(pair))
+        report = asyncio.run(both(engines))
     finally:
-        pair.shutdown()
+        engines.shutdown()
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -200,74 +253,57 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ponder", description="Ponder: inference-time search on vLLM.")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (add_serve, add_engine, add_train, add_eval, add_bench, add_load):
+        add(sub)
+    return parser
 
-    serve = sub.add_parser(
+
+def add_models(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", type=Path, default=DEFAULT_MODELS, help=MODELS_HELP)
+
+
+def add_serve(sub: Subparsers) -> None:
+    settings_parser(
+        sub,
         "serve",
+        ServeSettings,
+        cmd_serve,
         help="serve the OpenAI-compatible search API (uvicorn) on the models",
         description="Start the vLLM policy and PRM engines on MODELS and serve /v1/chat/completions, "
-        "/v1/completions, /v1/models, /health and /metrics.",
+        "/v1/completions, /v1/models, /health and /metrics. Every flag can also be set as an environment "
+        "variable PONDER_<FLAG> (PONDER_API_KEY, PONDER_PORT, ...).",
     )
-    serve.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--model-name", default="ponder-default", help="the model id clients ask for")
-    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 (or set PONDER_API_KEY)")
-    serve.add_argument("--default-strategy", default="auto", help="strategy when a request names none")
-    serve.add_argument("--default-budget", type=int, default=1024, help="tokens when a request names none")
-    serve.add_argument("--max-budget", type=int, default=65_536, help="largest budget a request may ask")
-    serve.add_argument("--max-running", type=int, default=64, help="searches run at once")
-    serve.add_argument("--max-queued", type=int, default=256, help="searches waiting before 429s")
-    serve.add_argument(
-        "--policy-url",
-        action="append",
-        metavar="URL",
-        help="a remote policy replica (vLLM server, e.g. from `ponder engine policy`); repeat for more. "
-        "Without it the policy runs in-process",
-    )
-    serve.add_argument(
-        "--prm-url",
-        action="append",
-        metavar="URL",
-        help="a remote PRM replica (vLLM pooling server, `ponder engine prm`); repeat for more",
-    )
-    serve.add_argument(
-        "--replica-cool-off", type=float, default=10.0, help="seconds a failed replica is skipped"
-    )
-    serve.set_defaults(func=cmd_serve)
 
-    engine = sub.add_parser(
+
+def add_engine(sub: Subparsers) -> None:
+    settings_parser(
+        sub,
         "engine",
+        ReplicaSettings,
+        cmd_engine,
         help="run one vLLM server for a remote policy or PRM replica (`ponder serve --policy-url`)",
         description="Start vLLM's OpenAI-compatible server on MODELS/ROLE with the settings of Ponder's "
         "in-process engines (block size 32, no chunked prefill, prompt-token details; for the PRM the STEP "
         "pooling classifier without prefix caching). Arguments after `--` go to vLLM unchanged.",
-    )
-    engine.add_argument("role", choices=["policy", "prm"])
-    engine.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/")
-    engine.add_argument("--host", default="127.0.0.1")
-    engine.add_argument("--port", type=int, default=8001)
-    engine.add_argument(
-        "--kv-cache-gib", type=float, default=2.0, help="KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)"
-    )
-    engine.add_argument(
-        "--cpu-cores",
-        help="CPU backend: the cores this server computes on, e.g. 0 or 2-3 (VLLM_CPU_OMP_THREADS_BIND); "
-        "give a policy and a PRM server on one machine different cores. Default: vLLM's binding",
-    )
-    engine.add_argument("--max-model-len", type=int, help="default: the model's max_position_embeddings")
-    engine.add_argument("--dtype", default="float32", help="float32 for the embedded models; auto on GPU")
-    engine.add_argument("--compile", action="store_true", help="let vLLM compile (slower start-up)")
-    engine.add_argument("--print", action="store_true", help="print the vLLM command instead of running it")
-    engine.set_defaults(func=cmd_engine, vllm_args=[])
+    ).set_defaults(vllm_args=[])
 
+
+def add_train(sub: Subparsers) -> None:
     sub.add_parser("train", help="train policy and PRM from a recipe (ponder train --help)", add_help=False)
 
+
+def add_eval(sub: Subparsers) -> None:
     ev = sub.add_parser(
-        "eval", help="held-out evaluations on the real engines (foundation, prm-failures, search)"
+        "eval", help="held-out evaluations on the real engines (foundation, prm-failures, search, replay)"
     )
     suites = ev.add_subparsers(dest="suite", required=True)
+    for add in (add_eval_foundation, add_eval_prm_failures, add_eval_search, add_eval_replay):
+        add(suites)
+
+
+def add_eval_foundation(suites: Subparsers) -> None:
     found = suites.add_parser("foundation", help="policy accuracy, pass@k, PRM AUROC, engine throughput")
-    found.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/")
+    add_models(found)
     found.add_argument("--out", type=Path, default=Path("results/foundation.json"))
     found.add_argument("--problems", type=int, default=300, help="held-out problems per tier (max 300)")
     found.add_argument("--samples", type=int, default=16, help="sampled solutions per problem (pass@k's k)")
@@ -275,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     found.add_argument("--write-cards", action="store_true", help="also record them in both cards")
     found.set_defaults(func=cmd_eval)
 
+
+def add_eval_prm_failures(suites: Subparsers) -> None:
     failures = suites.add_parser(
         "prm-failures",
         help="the PRM's final-solution AUROC split by kind of mistake (results/prm-failures.json)",
@@ -282,15 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
         "wrong with it (a fake last step, an earlier illegal step, ...) and report, per kind, how often it "
         "happens and how well the PRM's last-step score separates it from the correct solutions.",
     )
-    failures.add_argument(
-        "--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/"
-    )
+    add_models(failures)
     failures.add_argument("--out", type=Path, default=Path("results/prm-failures.json"))
     failures.add_argument("--tier", type=int, default=4, choices=[3, 4, 5])
     failures.add_argument("--problems", type=int, default=150, help="held-out problems (max 300)")
     failures.add_argument("--samples", type=int, default=16, help="sampled solutions per problem")
     failures.set_defaults(func=cmd_eval_prm_failures)
 
+
+def add_eval_search(suites: Subparsers) -> None:
     search = suites.add_parser(
         "search",
         help="every strategy x budget: accuracy against compute (results/search.{json,md,png})",
@@ -298,12 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Budgets are multiples of greedy's mean generated tokens; a budget counts generated + PRM-scored "
         "tokens. Also fits auto's strategy table (cross-fitted for its own points).",
     )
-    search.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="directory with policy/ and prm/")
+    add_models(search)
     search.add_argument("--out", type=Path, default=Path("results/search.json"))
     search.add_argument("--tier", type=int, default=4, choices=[3, 4, 5])
     search.add_argument("--problems", type=int, default=300, help="held-out problems (max 300)")
     search.add_argument(
-        "--strategies", help="comma-separated labels (default: all): " + ", ".join(c for c in STRATEGY_LABELS)
+        "--strategies", help="comma-separated labels (default: all): " + ", ".join(STRATEGY_LABELS)
     )
     search.add_argument("--multiples", default="1,2,4,16,64", help="budgets as multiples of greedy's tokens")
     search.add_argument("--concurrency", type=int, default=64, help="problems searched at once")
@@ -321,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.set_defaults(func=cmd_eval_search)
 
+
+def add_eval_replay(suites: Subparsers) -> None:
     rep = suites.add_parser(
         "replay",
         help="replay a held-out task set through a running server (graded into its metrics)",
@@ -336,11 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--api-key", default=os.environ.get("PONDER_API_KEY"))
     rep.set_defaults(func=cmd_eval_replay)
 
+
+def add_bench(sub: Subparsers) -> None:
     bench = sub.add_parser(
         "bench",
         help="raw policy-engine throughput (the search layer's reference) and the PRM's scored tokens/s",
     )
-    bench.add_argument("--models", type=Path, default=DEFAULT_MODELS)
+    add_models(bench)
     bench.add_argument("--prompts", type=int, default=16)
     bench.add_argument("--n", type=int, default=16)
     bench.add_argument("--repeats", type=int, default=3)
@@ -359,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(func=cmd_bench)
 
+
+def add_load(sub: Subparsers) -> None:
     load = sub.add_parser(
         "load",
         help="load-test the server on loopback (results/server-load.json)",
@@ -366,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         "CONCURRENCY (a strategy mix, then Best-of-N only) and write latency percentiles and throughput "
         "against the raw engine throughput.",
     )
-    load.add_argument("--models", type=Path, default=DEFAULT_MODELS)
+    add_models(load)
     load.add_argument("--requests", type=int, default=200)
     load.add_argument("--concurrency", type=int, default=16)
     load.add_argument("--budget", type=int, default=600, help="tokens per request")
@@ -377,7 +421,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the runs that explain Best-of-N throughput (no HTTP, vote without PRM, 4x concurrency)",
     )
     load.set_defaults(func=cmd_load)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["train"]:  # `ponder train` owns all of its flags, --help included
         from training.pipeline import main as train_main
 
-        return train_main(argv[1:])
+        return train_main(argv[1:], later_stages={"card": stage_card})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM unwinds like Ctrl-C, so `finally` blocks shut the vLLM engines down instead of leaving their
     # worker processes spinning without a parent.

@@ -22,11 +22,12 @@ from pydantic import BaseModel, ConfigDict
 from engines.base import Continuation, Sampling
 from engines.budget import Budget, StopReason
 from engines.metered import MeteredPolicy
+from engines.spec import split_steps_ids
 from engines.usage import Usage
-from tasks.tools import TaskHints
+from searchers.task_tools import TaskHints
 from verifiers.aggregate import Aggregation, aggregate
 from verifiers.metered import MeteredVerifier
-from verifiers.prm import Candidate, split_steps_ids
+from verifiers.prm import Candidate
 
 COST_MARGIN = 1.1  # searchers plan rounds for slightly longer samples and steps than seen or hinted,
 # so that the last round the budget affords is not cut short

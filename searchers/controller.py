@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engines.base import PolicyEngine, Sampling
 from engines.budget import Budget
 from engines.metered import MeteredPolicy
 from searchers.base import SearchContext, Searcher, SearchResult
-from tasks.tools import task_tools
+from searchers.task_tools import task_tools
 from verifiers.aggregate import AGGREGATIONS, Aggregation
 from verifiers.metered import MeteredVerifier
 from verifiers.prm import StepVerifier
@@ -38,15 +38,24 @@ class InvalidSearch(ValueError):
         self.param = param
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What the server allows a request; the defaults suit the embedded models on a CPU."""
+class Limits(BaseModel):
+    """What a server allows a request and assumes where it says nothing. Declared once: the server's
+    settings (and so its command line) inherit these fields and defaults."""
 
-    default_strategy: str = "best_of_n"
-    default_budget: int = 1024
-    max_budget: int = 65_536
-    max_timeout_s: float = 600.0
-    max_verifier_calls: int | None = None
+    model_config = ConfigDict(frozen=True)
+
+    default_strategy: str = Field("auto", description="the strategy of a request that names none")
+    default_budget: int = Field(1024, gt=0, description="the budget (tokens) of a request that names none")
+    max_budget: int = Field(65_536, gt=0, description="the largest budget a request may ask for")
+    max_timeout_s: float = Field(600.0, gt=0, description="the longest a search may run, in seconds")
+    max_verifier_calls: int | None = Field(
+        None, gt=0, description="PRM-scored candidates a search may ask for (default: no cap)"
+    )
+
+    @classmethod
+    def of(cls, settings: BaseModel) -> Limits:
+        """The limits among a larger settings model's fields."""
+        return cls(**settings.model_dump(include=set(cls.model_fields)))
 
 
 @dataclass

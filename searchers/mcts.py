@@ -50,6 +50,7 @@ from pydantic import Field
 
 from engines.base import Continuation
 from engines.budget import SearchStopped, StopReason
+from engines.spec import split_steps_ids
 from searchers.base import (
     COST_MARGIN,
     Knobs,
@@ -61,7 +62,6 @@ from searchers.base import (
     score,
     value,
 )
-from verifiers.prm import split_steps_ids
 
 Evaluation = Literal["prm", "rollout", "prm+rollout"]
 TREE_LIMIT = 256  # nodes reported in `SearchResult.tree`

@@ -30,6 +30,7 @@ from engines.base import EngineUnavailable, InvalidPrompt, Sampling, gather_or_c
 from engines.usage import Usage
 from searchers.base import SearchResult
 from searchers.controller import Controller, InvalidSearch, SearchRequest
+from searchers.task_tools import task_tools
 from server.admission import Admission
 from server.errors import ApiError
 from server.metrics import Metrics
@@ -48,7 +49,6 @@ from server.protocol import (
     UsageInfo,
 )
 from tasks.datasets import Task
-from tasks.tools import task_tools
 from verifiers.outcome import grade
 
 log = logging.getLogger("ponder.server")

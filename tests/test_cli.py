@@ -1,7 +1,12 @@
 import subprocess
 import sys
 
-from ponder.cli import build_parser, main
+import pytest
+from pydantic import ValidationError
+
+from ponder.cli import ServeSettings, build_parser, main
+from ponder.defaults import DEFAULT_MODELS
+from searchers.controller import Limits
 
 
 def test_help_lists_every_subcommand() -> None:
@@ -38,20 +43,43 @@ def test_eval_search_refuses_unknown_strategies() -> None:
     assert main(["eval", "search", "--strategies", "nope", "--problems", "1"]) == 2
 
 
+def serve_settings(argv: list[str]) -> ServeSettings:
+    args = build_parser().parse_args(["serve", *argv])
+    settings = args.settings_of(args)
+    assert isinstance(settings, ServeSettings)
+    return settings
+
+
 def test_serve_takes_remote_replicas() -> None:
-    args = build_parser().parse_args(
-        [
-            "serve",
-            "--policy-url",
-            "http://p1:8001",
-            "--policy-url",
-            "http://p2:8001",
-            "--prm-url",
-            "http://r:8002",
-        ]
+    settings = serve_settings(
+        ["--policy-url", "http://p1:8001", "--policy-url", "http://p2:8001", "--prm-url", "http://r:8002"]
     )
-    assert args.policy_url == ["http://p1:8001", "http://p2:8001"] and args.prm_url == ["http://r:8002"]
-    assert build_parser().parse_args(["serve"]).policy_url is None  # in-process engines
+    assert settings.policy_url == ["http://p1:8001", "http://p2:8001"] and settings.prm_url == [
+        "http://r:8002"
+    ]
+    assert serve_settings([]).policy_url == []  # in-process engines
+
+
+def test_serve_settings_are_declared_once() -> None:
+    """The command line, the server's settings and the controller's limits share one default each."""
+    settings = serve_settings([])
+    assert Limits.of(settings) == Limits()
+    assert settings.default_strategy == "auto" and settings.models == DEFAULT_MODELS
+    assert serve_settings(["--default-strategy", "beam", "--max-budget", "99", "--default-budget", "9"]) == (
+        ServeSettings(default_strategy="beam", max_budget=99, default_budget=9)
+    )
+
+
+def test_serve_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PONDER_API_KEY", "secret")
+    monkeypatch.setenv("PONDER_PORT", "9001")
+    settings = serve_settings(["--port", "9002"])
+    assert settings.api_key == "secret" and settings.port == 9002  # the command line wins
+
+
+def test_serve_refuses_a_default_budget_over_the_max() -> None:
+    with pytest.raises(ValidationError, match="exceeds max budget"):
+        serve_settings(["--default-budget", "100", "--max-budget", "10"])
 
 
 def test_engine_prints_the_vllm_command_with_the_in_process_settings(capsys: object) -> None:

@@ -28,11 +28,12 @@ import pytest
 import vllm
 import yaml
 from deploy_files import DEPLOY, K8S, exported_names, k8s_docs, of_kind, queried_metrics
+from fake_engine import FakeEngine
+from fake_prm import FakePRM
 
-from engines.fake import FakeEngine
 from ponder.cli import build_parser
-from server.main import ServerConfig, create_app
-from verifiers.fake import FakePRM
+from server.main import create_app
+from server.settings import ServerSettings
 
 
 def compose() -> dict[str, Any]:
@@ -190,7 +191,7 @@ def test_the_dashboard_covers_what_operators_look_at() -> None:
 
 
 async def test_every_ponder_metric_queried_is_exported() -> None:
-    app = create_app(ServerConfig(models=Path("/nonexistent")), FakeEngine(), FakePRM())
+    app = create_app(ServerSettings(models=Path("/nonexistent")), FakeEngine(), FakePRM())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
         body = {
             "model": "ponder-default",

@@ -10,11 +10,12 @@ import pytest
 
 from engines.base import InvalidPrompt, Sampling
 from engines.cpu_binding import parse_cpu_list
+from engines.spec import split_steps_ids
 from engines.vllm_engine import VLLMPolicyEngine
 from ponder.defaults import DEFAULT_PRM
 from tasks.countdown import generate
 from verifiers.hf_prm import TransformersPRM
-from verifiers.prm import Candidate, split_steps_ids
+from verifiers.prm import Candidate
 from verifiers.vllm_prm import VLLMPRM
 
 pytestmark = pytest.mark.engine

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fake_engine import FakeEngine
+from fake_prm import FakePRM
 
-from engines.fake import FakeEngine
 from evaluation.load import percentile, run_load
-from server.main import ServerConfig, create_app
-from verifiers.fake import FakePRM
+from server.main import create_app
+from server.settings import ServerSettings
 
 
 def transport() -> httpx.ASGITransport:
-    app = create_app(ServerConfig(models=Path("/nonexistent")), FakeEngine(), FakePRM())
+    app = create_app(ServerSettings(models=Path("/nonexistent")), FakeEngine(), FakePRM())
     return httpx.ASGITransport(app=app)
 
 

@@ -2,11 +2,12 @@
 
 import json
 
+from fake_engine import FakeEngine
+
 from engines.base import Sampling
-from engines.fake import FakeEngine
 from tasks.countdown import generate
-from training.prm_data import label_problems
 from verifiers.countdown import check_solution, legal_prefix_state
+from verifiers.montecarlo import label_problems
 
 
 async def test_labels_follow_the_math_shepherd_definition() -> None:

@@ -48,10 +48,11 @@ def test_breakdown_scores_each_kind_against_the_correct_solutions() -> None:
 
 
 async def test_a_solution_too_long_for_the_prm_is_left_out_not_fatal() -> None:
-    from engines.fake import FakeEngine
+    from fake_engine import FakeEngine
+    from fake_prm import FakePRM
+
     from evaluation.foundation import final_scores, readable
     from ponder.pair import Pair
-    from verifiers.fake import FakePRM
     from verifiers.prm import Candidate, scored_length
 
     prm = FakePRM()

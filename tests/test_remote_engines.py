@@ -21,14 +21,16 @@ import pytest_asyncio
 
 from engines.base import Sampling
 from engines.remote import RemotePolicyEngine
+from engines.spec import read_policy_spec, read_prm_spec, split_steps_ids
 from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
 from engines.vllm_serve import ServerProcess
 from ponder.defaults import DEFAULT_MODELS, DEFAULT_POLICY, DEFAULT_PRM
 from searchers.controller import Controller, SearchRequest
-from server.main import ServerConfig, create_app
+from server.main import create_app
+from server.settings import ServerSettings
 from tasks.sets import load_eval_set
 from verifiers.countdown import split_steps
-from verifiers.prm import Candidate, split_steps_ids
+from verifiers.prm import Candidate
 from verifiers.remote_prm import RemotePRM
 from verifiers.vllm_prm import VLLMPRM
 
@@ -59,7 +61,8 @@ def servers() -> Iterator[Servers]:
         for i in range(2):
             started.append(ServerProcess(config, "policy", free_port(), os.path.join(logs, f"policy{i}.log")))
         prm_config = replace(config, model=str(DEFAULT_PRM))
-        started.append(ServerProcess(prm_config, "prm", free_port(), os.path.join(logs, "prm.log")))
+        prm_log = os.path.join(logs, "prm.log")
+        started.append(ServerProcess(prm_config, "prm", free_port(), prm_log, read_prm_spec(DEFAULT_PRM)))
         for server in started:  # started together: their start-ups overlap
             server.wait_ready()
         yield Servers(started[:2], started[2])
@@ -70,14 +73,16 @@ def servers() -> Iterator[Servers]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def remote_policy(servers: Servers) -> AsyncIterator[RemotePolicyEngine]:
-    engine = RemotePolicyEngine.connect([s.url for s in servers.policy], DEFAULT_POLICY, cool_off_s=60)
+    engine = RemotePolicyEngine.connect(
+        [s.url for s in servers.policy], DEFAULT_POLICY, read_policy_spec(DEFAULT_POLICY), cool_off_s=60
+    )
     yield engine
     await engine.aclose()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def remote_prm(servers: Servers) -> AsyncIterator[RemotePRM]:
-    engine = RemotePRM.connect([servers.prm.url], DEFAULT_PRM)
+    engine = RemotePRM.connect([servers.prm.url], DEFAULT_PRM, read_prm_spec(DEFAULT_PRM))
     yield engine
     await engine.aclose()
 
@@ -98,7 +103,7 @@ async def test_remote_generation_equals_in_process(servers: Servers, policy_engi
     prompts = [policy_engine.encode(t.prompt) for t in TASKS[:2]]
     for per_sample in (False, True):  # n samples per HTTP request, or one request per sample
         remote = RemotePolicyEngine.connect(
-            [servers.policy[0].url], DEFAULT_POLICY, request_per_sample=per_sample
+            [servers.policy[0].url], DEFAULT_POLICY, read_policy_spec(DEFAULT_POLICY), request_per_sample=per_sample
         )
         assert remote.encode(TASKS[0].prompt) == prompts[0]
         for call in ("expand", "rollout"):
@@ -193,7 +198,7 @@ async def test_every_vllm_metric_deploy_queries_is_scraped_from_the_live_engines
 async def test_server_health_reports_the_replicas(
     remote_policy: RemotePolicyEngine, remote_prm: RemotePRM
 ) -> None:
-    app = create_app(ServerConfig(models=DEFAULT_MODELS), remote_policy, remote_prm)
+    app = create_app(ServerSettings(models=DEFAULT_MODELS), remote_policy, remote_prm)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ponder") as client:
         health = await client.get("/health")
     assert health.status_code == 200 and health.json()["engines"] == {"policy": True, "prm": True}

@@ -17,6 +17,7 @@ from engines.remote import RemotePolicyEngine
 from engines.remote_http import RemoteClient, RemoteError
 from engines.replicas import ReplicaFailure, Replicas
 from engines.usage import Usage
+from engines.spec import read_policy_spec
 from engines.vllm_engine import load_tokenizer
 from ponder.defaults import DEFAULT_POLICY
 from verifiers.prm import Candidate
@@ -117,7 +118,8 @@ def remote_policy(
     handler: Callable[[httpx.Request], httpx.Response], urls: list[str], per_sample: bool = False
 ) -> RemotePolicyEngine:
     client = RemoteClient(urls, transport=httpx.MockTransport(handler))
-    return RemotePolicyEngine(client, load_tokenizer(DEFAULT_POLICY), 256, request_per_sample=per_sample)
+    spec = read_policy_spec(DEFAULT_POLICY)
+    return RemotePolicyEngine(client, load_tokenizer(DEFAULT_POLICY), 256, spec, request_per_sample=per_sample)
 
 
 @pytest.mark.parametrize("per_sample", [False, True], ids=["per-prefix", "per-sample"])

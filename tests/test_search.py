@@ -7,17 +7,17 @@ import random
 from typing import Any
 
 import pytest
+from fake_engine import FakeEngine
+from fake_prm import FakePRM
 
 from engines.base import Sampling
 from engines.budget import Budget, BudgetExhausted, DeadlineExceeded
-from engines.fake import FakeEngine
 from engines.metered import MeteredPolicy
 from engines.usage import Usage
 from searchers.auto import AutoTable
 from searchers.best_of_n import vote_decided
 from searchers.controller import Controller, InvalidSearch, SearchRequest
 from searchers.registry import default_searchers
-from verifiers.fake import FakePRM
 from verifiers.metered import MeteredVerifier
 from verifiers.prm import Candidate
 

@@ -9,9 +9,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+from fake_engine import FakeEngine
+from fake_prm import FakePRM
 
 from engines.base import Continuation, Generation, Sampling
-from engines.fake import FakeEngine
 from searchers.base import Trace
 from searchers.controller import Controller, InvalidSearch, SearchRequest
 from searchers.mcts import (
@@ -30,7 +31,6 @@ from searchers.mcts import (
 )
 from tasks.countdown import parse_prompt
 from verifiers.countdown import check_solution
-from verifiers.fake import FakePRM
 
 PROBLEMS = ["5 9 12 -> 33\n", "3 7 9 13 -> 24\n", "8 3 8 10 -> 30\n", "2 5 8 5 1 -> 52\n"]
 

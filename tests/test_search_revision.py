@@ -9,16 +9,16 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from fake_engine import FakeEngine
+from fake_prm import FakePRM
 
 from engines.base import Continuation, Generation, Sampling
-from engines.fake import FakeEngine
 from searchers.base import SearchResult, Trace, best_by_value, value
 from searchers.controller import Controller, InvalidSearch, SearchRequest
 from searchers.revision import Revision, RevisionKnobs, resume_step
 from tasks.countdown import generate
 from verifiers.aggregate import AGGREGATIONS
 from verifiers.countdown import check_solution
-from verifiers.fake import FakePRM
 
 PROMPT = "3 7 9 13 -> 24\n"
 GENEROUS = 20_000

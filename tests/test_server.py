@@ -9,17 +9,18 @@ from typing import Any
 
 import httpx
 import pytest
+from fake_engine import FakeEngine
+from fake_prm import FakePRM
 
-from engines.fake import FakeEngine
-from server.main import ServerConfig, create_app
-from verifiers.fake import FakePRM
+from server.main import create_app
+from server.settings import ServerSettings
 
 PROMPT = "3 7 9 13 -> 24"
 
 
 def client(api_key: str | None = None, engine: Any = None, **config: Any) -> httpx.AsyncClient:
     app = create_app(
-        ServerConfig(models=Path("/nonexistent"), api_key=api_key, **config),
+        ServerSettings(models=Path("/nonexistent"), api_key=api_key, **config),
         engine or FakeEngine(),
         FakePRM(),
     )

@@ -6,14 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import schemathesis
+from fake_engine import FakeEngine
+from fake_prm import FakePRM
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from engines.fake import FakeEngine
-from server.main import ServerConfig, create_app
-from verifiers.fake import FakePRM
+from server.main import create_app
+from server.settings import ServerSettings
 
-app = create_app(ServerConfig(models=Path("/nonexistent"), default_budget=200), FakeEngine(), FakePRM())
+app = create_app(ServerSettings(models=Path("/nonexistent"), default_budget=200), FakeEngine(), FakePRM())
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

@@ -16,7 +16,8 @@ import uvicorn
 
 from engines.vllm_engine import VLLMPolicyEngine
 from ponder.defaults import DEFAULT_MODELS
-from server.main import ServerConfig, create_app
+from server.main import create_app
+from server.settings import ServerSettings
 from verifiers.vllm_prm import VLLMPRM
 
 pytestmark = pytest.mark.engine
@@ -33,7 +34,7 @@ def free_port() -> int:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def server_url(policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM) -> AsyncIterator[str]:
-    app = create_app(ServerConfig(models=DEFAULT_MODELS), policy_engine, prm_engine)
+    app = create_app(ServerSettings(models=DEFAULT_MODELS), policy_engine, prm_engine)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
@@ -259,7 +260,7 @@ async def test_a_disconnect_storm_leaves_the_engines_idle(
 async def test_graceful_shutdown_finishes_in_flight_requests(
     policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
 ) -> None:
-    app = create_app(ServerConfig(models=DEFAULT_MODELS), policy_engine, prm_engine)
+    app = create_app(ServerSettings(models=DEFAULT_MODELS), policy_engine, prm_engine)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=120)

@@ -1,8 +1,9 @@
 """Model configs and checkpoint directories that vLLM and transformers both load.
 
 Contract: `llama_config` builds the small Llama-architecture config; `save_checkpoint` writes a Hugging
-Face directory (safetensors weights, config, tokenizer, generation config) plus `ponder_card.json`, the
-recipe and the metrics measured on that checkpoint.
+Face directory (safetensors weights, config, tokenizer, generation config) plus `ponder_spec.json`, what
+the serving path reads about the model (`engines.spec`), and `ponder_card.json`, the recipe and the
+metrics measured on that checkpoint.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from transformers import GenerationConfig, LlamaConfig, PreTrainedModel, PreTrainedTokenizerFast
+
+from engines.spec import PolicySpec, PRMSpec, write_spec
 
 CARD = "ponder_card.json"
 
@@ -41,8 +44,10 @@ def save_checkpoint(
     tokenizer: PreTrainedTokenizerFast,
     directory: Path,
     card: dict[str, Any],
+    spec: PolicySpec | PRMSpec,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
+    write_spec(directory, spec)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     GenerationConfig(

@@ -6,7 +6,9 @@ Stages, each resumable on its own with `--stages`:
             (+ exact-only labels of more policy samples, if the recipe asks)    -> OUT/prm_data_exact.jsonl
   prm       PRM training from those labels (step tag + good/bad tokens)     -> OUT/prm
   prm_refine  the PRM taught to check arithmetic (if the recipe has [prm_refine]) -> OUT/prm
-  card      held-out metrics of both checkpoints on vLLM, written to their ponder_card.json
+
+`ponder train` adds a last stage, `card` (held-out metrics of both checkpoints on vLLM, written to their
+ponder_card.json), through `later_stages`: measuring belongs to `evaluation`, which training does not import.
 
 The evaluation problems (`tasks.sets.eval_problems`) are excluded from every training set.
 """
@@ -20,10 +22,11 @@ import os
 import sys
 import time
 import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-STAGES = ("policy", "prm_data", "prm", "prm_refine", "card")
+Stage = Callable[[dict[str, Any], Path], None]  # (recipe, output directory)
 RECIPES = Path(__file__).parent / "recipes"
 log = logging.getLogger("ponder.train")
 
@@ -54,7 +57,7 @@ def stage_policy(recipe: dict[str, Any], out: Path) -> None:
     from training.checkpoint import save_checkpoint
     from training.loop import FitConfig, MetricsLog
     from training.sft import train_policy
-    from training.tokenizer import build_tokenizer
+    from training.tokenizer import POLICY_SPEC, build_tokenizer
     from training.traces import build_traces
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -76,7 +79,7 @@ def stage_policy(recipe: dict[str, Any], out: Path) -> None:
         "train_seconds": round(time.time() - started, 1),
         "traces": len(traces),
     }
-    save_checkpoint(model, tokenizer, out / "policy", card)
+    save_checkpoint(model, tokenizer, out / "policy", card, POLICY_SPEC)
 
 
 def stage_prm_data(recipe: dict[str, Any], out: Path) -> None:
@@ -100,13 +103,15 @@ def stage_prm_refine(recipe: dict[str, Any], out: Path) -> None:
     refine_prm(recipe, out)
 
 
-def stage_card(recipe: dict[str, Any], out: Path) -> None:
-    from evaluation.foundation import card_metrics
-
-    card_metrics(recipe, out)
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, later_stages: Mapping[str, Stage] | None = None) -> int:
+    """`later_stages` run after the training stages, in order (the command line's `card`)."""
+    runners: dict[str, Stage] = {
+        "policy": stage_policy,
+        "prm_data": stage_prm_data,
+        "prm": stage_prm,
+        "prm_refine": stage_prm_refine,
+        **(later_stages or {}),
+    }
     parser = argparse.ArgumentParser(
         prog="ponder train",
         description="Train the policy and the PRM that Ponder serves, from a recipe (see training/recipes/).",
@@ -115,27 +120,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output directory (default: runs/<recipe name>)")
     parser.add_argument(
         "--stages",
-        default=",".join(STAGES),
-        help=f"comma-separated subset of {','.join(STAGES)} (default: all, in order)",
+        default=",".join(runners),
+        help=f"comma-separated subset of {','.join(runners)} (default: all, in order)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     recipe = load_recipe(args.recipe)
     out: Path = args.out or Path("runs") / recipe["name"]
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = sorted(set(stages) - set(STAGES))
+    unknown = sorted(set(stages) - set(runners))
     if unknown:
-        parser.error(f"unknown stage(s) {', '.join(unknown)}; valid: {', '.join(STAGES)}")
+        parser.error(f"unknown stage(s) {', '.join(unknown)}; valid: {', '.join(runners)}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
-    runners = {
-        "policy": stage_policy,
-        "prm_data": stage_prm_data,
-        "prm": stage_prm,
-        "prm_refine": stage_prm_refine,
-        "card": stage_card,
-    }
-    for stage in STAGES:
+    for stage in runners:
         if stage in stages:
             log.info("stage %s: recipe %s -> %s", stage, recipe["name"], out)
             started = time.time()

@@ -33,7 +33,7 @@ from tasks.sets import eval_problems
 from training.checkpoint import llama_config, save_checkpoint
 from training.loop import IGNORE, Example, FitConfig, LossFn, MetricsLog, fit
 from training.sft import encode_prompt
-from training.tokenizer import BAD, GOOD, STEP_TAG
+from training.tokenizer import BAD, GOOD, PRM_SPEC, STEP_TAG
 from verifiers.countdown import legal_prefix_state
 from verifiers.hf_prm import verdict_logits
 from verifiers.prm import prm_input_ids
@@ -151,4 +151,4 @@ def train_prm(recipe: dict[str, Any], out: Path) -> None:
         "labelled_sequences": len(records),
         "synthetic_sequences": len(synthetic),
     }
-    save_checkpoint(model, tokenizer, out / "prm", card)
+    save_checkpoint(model, tokenizer, out / "prm", card, PRM_SPEC)

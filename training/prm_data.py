@@ -1,6 +1,7 @@
-"""Math-Shepherd step labels: Monte-Carlo rollouts with the policy on vLLM.
+"""Math-Shepherd step labels for PRM training: Monte-Carlo rollouts with the policy on vLLM.
 
-Contract: for sampled policy solutions of generated problems (never evaluation problems), each step
+Contract (the labelling itself is `verifiers.montecarlo`, shared with the evaluations): for sampled policy
+solutions of generated problems (never evaluation problems), each step
 prefix gets K rollouts to the end; soft label = share of rollouts the exact checker grades correct,
 hard label = any was. Rollouts are spent only where the value is unknown: the complete solution's last
 step is labelled by the checker itself, and a step the step checker rejects, or after which the exact
@@ -17,83 +18,20 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from engines.base import PolicyEngine, Sampling
+from engines.spec import read_policy_spec
 from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
-from tasks.countdown import Problem, SolutionCounter, generate
+from tasks.countdown import Problem, generate
 from tasks.sets import eval_problems
-from verifiers.countdown import check_solution, legal_prefix_state
-from verifiers.prm import split_steps_ids
+from verifiers.montecarlo import LabelledSolution, label_problems
 
 BATCH_PROBLEMS = 32
-
-
-@dataclass(frozen=True)
-class LabelledSolution:
-    problem: Problem
-    steps: list[str]
-    soft_labels: list[float | None]
-    correct: bool
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "prompt": self.problem.prompt(),
-            "completions": self.steps,
-            "labels": [None if s is None else s > 0 for s in self.soft_labels],
-            "soft_labels": self.soft_labels,
-            "correct": self.correct,
-            "tier": self.problem.tier,
-        }
-
-
-async def label_problems(
-    engine: PolicyEngine,
-    problems: Sequence[Problem],
-    samples: int,
-    rollouts: int,
-    sampling: Sampling,
-    request_id: str,
-) -> list[LabelledSolution]:
-    """Sample `samples` solutions per problem, then label every step prefix with `rollouts` rollouts
-    (or leave it None when `rollouts` is 0) unless its value is known exactly."""
-    prompts = [engine.encode(p.prompt()) for p in problems]
-    counters = {p: SolutionCounter(p.target) for p in problems}
-    drawn = await engine.rollout(prompts, samples, sampling, f"{request_id}-sample")
-    pending: list[tuple[LabelledSolution, int]] = []  # (solution, step index) still needing rollouts
-    prefixes: list[list[int]] = []
-    solutions: list[LabelledSolution] = []
-    for problem, prompt, row in zip(problems, prompts, drawn.continuations, strict=True):
-        for sample in row:
-            steps = split_steps_ids(sample.token_ids, engine.step_token_id)
-            texts = [engine.decode(s) for s in steps]
-            correct = check_solution(problem, "".join(texts)).correct
-            solution = LabelledSolution(problem, texts, [0.0] * len(steps), correct)
-            solutions.append(solution)
-            for k in range(len(steps)):
-                state = legal_prefix_state(problem, texts[: k + 1])
-                if state is None:
-                    break  # this step and all after it are labelled 0
-                if k == len(steps) - 1:
-                    solution.soft_labels[k] = float(correct)
-                elif counters[problem].count(state) == 0:
-                    continue  # a dead end: no continuation can succeed, the label stays 0
-                elif rollouts == 0:
-                    solution.soft_labels[k] = None
-                else:
-                    pending.append((solution, k))
-                    prefixes.append(prompt + [t for s in steps[: k + 1] for t in s])
-    if prefixes:
-        done = await engine.rollout(prefixes, rollouts, sampling, f"{request_id}-rollout")
-        for (solution, k), prefix_rollouts in zip(pending, done.continuations, strict=True):
-            head = "".join(solution.steps[: k + 1])
-            wins = sum(check_solution(solution.problem, head + c.text).correct for c in prefix_rollouts)
-            solution.soft_labels[k] = wins / rollouts
-    return solutions
 
 
 async def _label_all(
@@ -131,7 +69,9 @@ def label_steps(recipe: dict[str, Any], policy_dir: Path, out_dir: Path) -> None
     table = recipe["prm_data"]
     seed = int(recipe["seed"]) + 2000
     sampling = Sampling(temperature=float(table["temperature"]), seed=seed, logprobs=False)
-    engine = VLLMPolicyEngine.start(VLLMConfig(model=str(policy_dir), kv_cache_gib=2))
+    engine = VLLMPolicyEngine.start(
+        VLLMConfig(model=str(policy_dir), kv_cache_gib=2), read_policy_spec(policy_dir)
+    )
 
     async def label() -> None:  # one event loop for the engine's whole life
         labelled = await _label_all(

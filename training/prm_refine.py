@@ -36,7 +36,7 @@ from training.checkpoint import read_card, save_checkpoint
 from training.loop import IGNORE, Example, FitConfig, LossFn, MetricsLog, fit
 from training.prm import labelled_records
 from training.sft import encode_prompt
-from training.tokenizer import BAD, GOOD, STEP_TAG
+from training.tokenizer import BAD, GOOD, PRM_SPEC, STEP_TAG
 from verifiers.countdown import legal_prefix_state, true_result
 from verifiers.hf_prm import verdict_logits
 
@@ -139,4 +139,4 @@ def refine_prm(recipe: dict[str, Any], out: Path) -> None:
         "sequences": len(examples),
         "counterfactual_sequences": len(counterfactual),
     }
-    save_checkpoint(model, tokenizer, out / "prm", card)
+    save_checkpoint(model, tokenizer, out / "prm", card, PRM_SPEC)

@@ -15,10 +15,17 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from engines.spec import PolicySpec, PRMSpec
+
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 STEP_TAG = "<step>"  # the PRM's step tag: one token that never occurs inside a step
 GOOD, BAD = "<good>", "<bad>"  # the PRM's verdict tokens at each step tag
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, STEP_TAG, GOOD, BAD]
+
+# What the serving path reads about the models trained here (written beside their weights): one step
+# per line, and a step or a whole Countdown solution never needs more than these many tokens.
+POLICY_SPEC = PolicySpec(step_delimiter="\n", max_step_tokens=48, max_solution_tokens=256)
+PRM_SPEC = PRMSpec(step_tag=STEP_TAG, good_token=GOOD, bad_token=BAD)
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
+from engines.spec import PRMSpec, read_prm_spec
 from engines.usage import Usage
-from training.tokenizer import BAD, GOOD, STEP_TAG
 from verifiers.prm import Candidate, Scores, prm_input_ids
 
 
@@ -24,14 +24,16 @@ def verdict_logits(logits: torch.Tensor, good_id: int, bad_id: int) -> torch.Ten
 
 
 class TransformersPRM:
-    def __init__(self, path: str | Path, batch_size: int = 64) -> None:
+    def __init__(self, path: str | Path, spec: PRMSpec | None = None, batch_size: int = 64) -> None:
+        """`spec`: the PRM's tokens; by default the one recorded beside its weights."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        spec = spec or read_prm_spec(path)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
-        self.step_tag_id = int(self.tokenizer.convert_tokens_to_ids(STEP_TAG))
-        self.good_id = int(self.tokenizer.convert_tokens_to_ids(GOOD))
-        self.bad_id = int(self.tokenizer.convert_tokens_to_ids(BAD))
+        self.step_tag_id = int(self.tokenizer.convert_tokens_to_ids(spec.step_tag))
+        self.good_id = int(self.tokenizer.convert_tokens_to_ids(spec.good_token))
+        self.bad_id = int(self.tokenizer.convert_tokens_to_ids(spec.bad_token))
         self.batch_size = batch_size
 
     @torch.no_grad()

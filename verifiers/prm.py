@@ -47,20 +47,6 @@ def scored_length(candidate: Candidate) -> int:
     return len(candidate.prompt_ids) + sum(len(step) + 1 for step in candidate.steps)
 
 
-def split_steps_ids(token_ids: Sequence[int], delimiter_id: int) -> list[tuple[int, ...]]:
-    """Token ids of a completion cut after each delimiter (a trailing unfinished step is kept)."""
-    steps: list[tuple[int, ...]] = []
-    current: list[int] = []
-    for token in token_ids:
-        current.append(token)
-        if token == delimiter_id:
-            steps.append(tuple(current))
-            current = []
-    if current:
-        steps.append(tuple(current))
-    return steps
-
-
 class StepVerifier(Protocol):
     """What searchers need from a PRM."""
 

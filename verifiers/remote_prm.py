@@ -1,7 +1,7 @@
 """`StepVerifier` on remote vLLM pooling servers (`POST /pooling`), for scaling out.
 
-Contract: `RemotePRM.connect(urls, model)` reads the step tag's id from the local PRM directory's
-tokenizer and scores candidates on the replicas at `urls`, started with
+Contract: `RemotePRM.connect(urls, model, spec)` reads the step tag's id (named by the PRM's spec) from
+the local PRM directory's tokenizer and scores candidates on the replicas at `urls`, started with
 `engines.vllm_serve.serve_command(config, "prm")` (the pooling runner with the same classifier and STEP
 pooler settings as `VLLMPRM`, prefix caching off). One score call is one pooling request whose `input`
 holds every candidate's token ids (`prm_input_ids`); the server submits them to its engine at once, as
@@ -21,9 +21,10 @@ from pathlib import Path
 from engines.base import validate_prefixes
 from engines.remote import model_max_len
 from engines.remote_http import RemoteClient
+from engines.spec import PRMSpec
 from engines.usage import Usage
 from engines.vllm_engine import load_tokenizer
-from training.tokenizer import STEP_TAG
+from engines.vllm_serve import token_id
 from verifiers.prm import Candidate, Scores, prm_input_ids
 
 log = logging.getLogger("ponder.prm")
@@ -41,12 +42,14 @@ class RemotePRM:
         cls,
         urls: Sequence[str],
         model: str | Path,
+        spec: PRMSpec,
         max_model_len: int | None = None,
         cool_off_s: float = 10.0,
     ) -> RemotePRM:
-        """`model`: the local copy of the served PRM (its step tag, vocabulary and, unless given, context)."""
+        """`model`: the local copy of the served PRM (its tokenizer, vocabulary and, unless given, context);
+        `spec`: its step tag."""
         log.info("remote PRM on %s", ", ".join(urls))
-        step_tag_id = int(load_tokenizer(model).convert_tokens_to_ids(STEP_TAG))
+        step_tag_id = token_id(load_tokenizer(model), spec.step_tag, "step tag")
         # The vocabulary the server checks ids against is the model's (as VLLMPRM's get_vocab_size).
         vocab_size = int(json.loads((Path(model) / "config.json").read_text())["vocab_size"])
         return cls(

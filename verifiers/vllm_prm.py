@@ -23,6 +23,7 @@ from typing import Any
 from engines.base import gather_or_cancel, validate_prefixes
 from engines.cpu_binding import cpu_binding
 from engines.inflight import InflightRequests
+from engines.spec import PRMSpec
 from engines.usage import Usage
 from engines.vllm_engine import VLLMConfig, shutdown_engine
 from engines.vllm_serve import prm_pooling
@@ -40,11 +41,11 @@ class VLLMPRM:
         self.inflight = InflightRequests("prm")
 
     @classmethod
-    def start(cls, config: VLLMConfig) -> VLLMPRM:
+    def start(cls, config: VLLMConfig, spec: PRMSpec) -> VLLMPRM:
         from vllm.config import PoolerConfig
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        pooling = prm_pooling(config.model)
+        pooling = prm_pooling(config.model, spec)
         every_token = {"task": "token_classify", "tok_pooling_type": "ALL"}  # step tags picked here
         args = config.engine_args(
             runner="pooling",

@@ -1,9 +1,9 @@
 """A small deterministic policy engine for unit tests of search and labelling logic (no model, no vLLM).
 
-Contract: implements `PolicyEngine` with the project's tokenizer. On a Countdown prompt it plays random
-legal moves, making an arithmetic slip with probability `slip`; the same prefix, sample index and seed
-always give the same step. Token limits cut continuations (finish "length") as vLLM does, EOS included.
-Usage is counted like the real adapter's, with a 32-token block prefix cache.
+Contract: implements `PolicyEngine` with the embedded models' tokenizer and spec (step delimiter "\n"). On a
+Countdown prompt it plays random legal moves, making an arithmetic slip with probability `slip`; the same
+prefix, sample index and seed always give the same step. Token limits cut continuations (finish "length") as
+vLLM does, EOS included. Usage is counted like the real adapter's, with a 32-token block prefix cache.
 Unparseable prompts end immediately with an empty continuation.
 """
 
@@ -15,21 +15,24 @@ import zlib
 from collections.abc import Sequence
 
 from engines.base import Continuation, Finish, Generation, Sampling
+from engines.spec import PolicySpec, split_steps_ids
 from engines.usage import Usage
 from tasks.countdown import Step, moves, parse_prompt
 from training.tokenizer import build_tokenizer
 from verifiers.countdown import check_step, split_steps
-from verifiers.prm import split_steps_ids
 
 BLOCK = 32
+# the embedded policy's spec, as its training writes it
+COUNTDOWN_SPEC = PolicySpec(step_delimiter="\n", max_step_tokens=48, max_solution_tokens=256)
 
 
 class FakeEngine:
     def __init__(self, slip: float = 0.2, seed: int = 0) -> None:
         self.tokenizer = build_tokenizer()
+        self.spec = COUNTDOWN_SPEC
         self.eos_token_id: int = self.tokenizer.eos_token_id
         self.bos_token_id: int = self.tokenizer.bos_token_id
-        self.step_token_id: int = self.tokenizer.convert_tokens_to_ids("\n")
+        self.step_token_id: int = self.tokenizer.convert_tokens_to_ids(self.spec.step_delimiter)
         self.slip = slip
         self.seed = seed
         self.cached_blocks: set[tuple[int, ...]] = set()

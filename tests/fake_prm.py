@@ -1,8 +1,8 @@
 """A small deterministic PRM for unit tests of search logic (no model, no vLLM).
 
-Contract: implements `StepVerifier` for Countdown prompts with the project's tokenizer. A step's score is
-high (0.7-0.95) while the prefix is legal and the target still reachable, low (0.05-0.3) otherwise, with
-deterministic noise keyed on the prefix, so search has a useful but imperfect signal. Usage counts the
+Contract: implements `StepVerifier` for Countdown prompts with the embedded models' tokenizer. A step's
+score is high (0.7-0.95) while the prefix is legal and the target still reachable, low (0.05-0.3) otherwise,
+with deterministic noise keyed on the prefix, so search has a useful but imperfect signal. Usage counts the
 exact tokens a real PRM would read. Unparseable prompts score 0.5 everywhere.
 """
 

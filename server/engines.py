@@ -1,0 +1,80 @@
+"""Engine start-up, in one place: the policy engine and the PRM verifier a server (or a benchmark) uses.
+
+Contract: `Engines.start(settings)` starts what `EngineSettings` describes: each of the policy and the PRM
+in-process on vLLM (`AsyncLLM`; on the CPU backend, on separate cores), or as a client of remote vLLM
+replicas where URLs are given. Both read their model's spec (`engines.spec`) with the settings'
+overrides, and each in-process engine gets its own KV-cache size. `shutdown()` stops what was started
+(remote replicas are not ours to stop). `ponder serve`, `ponder eval` and `ponder bench` all start their
+engines here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engines.base import PolicyEngine
+from engines.cpu_binding import engine_cores
+from engines.remote import RemotePolicyEngine
+from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
+from server.settings import EngineSettings
+from verifiers.prm import StepVerifier
+from verifiers.remote_prm import RemotePRM
+from verifiers.vllm_prm import VLLMPRM
+
+
+@dataclass
+class Engines:
+    """The started policy engine and PRM verifier, and how to stop the in-process ones."""
+
+    policy: PolicyEngine
+    prm: StepVerifier
+    stops: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, settings: EngineSettings) -> Engines:
+        both_local = not settings.policy_url and not settings.prm_url
+        policy_cores, prm_cores = engine_cores() if both_local else (None, None)
+        stops: list[Callable[[], None]] = []
+        try:
+            policy = start_policy(settings, policy_cores, stops)
+            prm = start_prm(settings, prm_cores, stops)
+        except BaseException:
+            stop_all(stops)  # what did start
+            raise
+        return cls(policy, prm, stops)
+
+    def shutdown(self) -> None:
+        stop_all(self.stops)
+
+
+def stop_all(stops: list[Callable[[], None]]) -> None:
+    for stop in reversed(stops):
+        stop()
+    stops.clear()
+
+
+def start_policy(
+    settings: EngineSettings, cores: str | None, stops: list[Callable[[], None]]
+) -> PolicyEngine:
+    spec = settings.policy_spec()
+    if settings.policy_url:
+        return RemotePolicyEngine.connect(
+            settings.policy_url, settings.policy_dir, spec, cool_off_s=settings.replica_cool_off
+        )
+    config = VLLMConfig(model=str(settings.policy_dir), kv_cache_gib=settings.kv_cache_gib, cpu_cores=cores)
+    policy = VLLMPolicyEngine.start(config, spec)
+    stops.append(policy.shutdown)
+    return policy
+
+
+def start_prm(settings: EngineSettings, cores: str | None, stops: list[Callable[[], None]]) -> StepVerifier:
+    spec = settings.prm_spec()
+    if settings.prm_url:
+        return RemotePRM.connect(
+            settings.prm_url, settings.prm_dir, spec, cool_off_s=settings.replica_cool_off
+        )
+    config = VLLMConfig(model=str(settings.prm_dir), kv_cache_gib=settings.kv_cache_gib, cpu_cores=cores)
+    prm = VLLMPRM.start(config, spec)
+    stops.append(prm.shutdown)
+    return prm

@@ -1,0 +1,84 @@
+"""Monte-Carlo step labels of Countdown solutions: what each step prefix is worth, by rolling it out.
+
+Contract: `label_problems(engine, problems, samples, rollouts, sampling, request_id)` samples `samples`
+solutions per problem and labels every step prefix with the share of `rollouts` rollouts from it that the
+exact checker grades correct (Math-Shepherd's soft label). Rollouts are spent only where the value is
+unknown: the last step of a complete solution is labelled by the checker itself, and a step the step
+checker rejects, or after which the exact solver finds no solution, is labelled 0. With `rollouts=0`
+those unknown labels are None. PRM training (`training.prm_data`) and the held-out PRM metrics
+(`evaluation`) both label this way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engines.base import PolicyEngine, Sampling
+from engines.spec import split_steps_ids
+from tasks.countdown import Problem, SolutionCounter
+from verifiers.countdown import check_solution, legal_prefix_state
+
+
+@dataclass(frozen=True)
+class LabelledSolution:
+    problem: Problem
+    steps: list[str]
+    soft_labels: list[float | None]
+    correct: bool
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "prompt": self.problem.prompt(),
+            "completions": self.steps,
+            "labels": [None if s is None else s > 0 for s in self.soft_labels],
+            "soft_labels": self.soft_labels,
+            "correct": self.correct,
+            "tier": self.problem.tier,
+        }
+
+
+async def label_problems(
+    engine: PolicyEngine,
+    problems: Sequence[Problem],
+    samples: int,
+    rollouts: int,
+    sampling: Sampling,
+    request_id: str,
+) -> list[LabelledSolution]:
+    """Sample `samples` solutions per problem, then label every step prefix with `rollouts` rollouts
+    (or leave it None when `rollouts` is 0) unless its value is known exactly."""
+    prompts = [engine.encode(p.prompt()) for p in problems]
+    counters = {p: SolutionCounter(p.target) for p in problems}
+    drawn = await engine.rollout(prompts, samples, sampling, f"{request_id}-sample")
+    pending: list[tuple[LabelledSolution, int]] = []  # (solution, step index) still needing rollouts
+    prefixes: list[list[int]] = []
+    solutions: list[LabelledSolution] = []
+    for problem, prompt, row in zip(problems, prompts, drawn.continuations, strict=True):
+        for sample in row:
+            steps = split_steps_ids(sample.token_ids, engine.step_token_id)
+            texts = [engine.decode(s) for s in steps]
+            correct = check_solution(problem, "".join(texts)).correct
+            solution = LabelledSolution(problem, texts, [0.0] * len(steps), correct)
+            solutions.append(solution)
+            for k in range(len(steps)):
+                state = legal_prefix_state(problem, texts[: k + 1])
+                if state is None:
+                    break  # this step and all after it are labelled 0
+                if k == len(steps) - 1:
+                    solution.soft_labels[k] = float(correct)
+                elif counters[problem].count(state) == 0:
+                    continue  # a dead end: no continuation can succeed, the label stays 0
+                elif rollouts == 0:
+                    solution.soft_labels[k] = None
+                else:
+                    pending.append((solution, k))
+                    prefixes.append(prompt + [t for s in steps[: k + 1] for t in s])
+    if prefixes:
+        done = await engine.rollout(prefixes, rollouts, sampling, f"{request_id}-rollout")
+        for (solution, k), prefix_rollouts in zip(pending, done.continuations, strict=True):
+            head = "".join(solution.steps[: k + 1])
+            wins = sum(check_solution(solution.problem, head + c.text).correct for c in prefix_rollouts)
+            solution.soft_labels[k] = wins / rollouts
+    return solutions
