@@ -4,6 +4,8 @@ Contract: `expand` samples `n` continuations of each prefix, each ending at the 
 "step"), at the end of the solution ("end"), or at the token limit ("length"); `rollout` is the same
 without stopping at the delimiter. Continuations carry their token ids (so the next prefix is
 `prefix + token_ids`, without re-tokenising), their text and their cumulative log-probability.
+`encode` gives a prompt's ids (with the tokenizer's BOS, where it has one), `encode_continuation` the ids
+of text that continues a prefix.
 Both return the usage of the call. `abort(request_id)` cancels every in-flight call made under that id.
 """
 
@@ -14,6 +16,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
+from engines.spec import PolicySpec
 from engines.usage import Usage
 
 Finish = Literal["step", "end", "length", "abort"]
@@ -86,10 +89,14 @@ class Generation:
 class PolicyEngine(Protocol):
     """What searchers need from a policy model."""
 
+    spec: PolicySpec  # what the model's checkpoint says about its steps, limits and prompts
     eos_token_id: int
     step_token_id: int
+    max_model_len: int  # the context: a prefix and its continuation fit in it
 
     def encode(self, text: str) -> list[int]: ...
+
+    def encode_continuation(self, text: str) -> list[int]: ...
 
     def decode(self, token_ids: Sequence[int]) -> str: ...
 

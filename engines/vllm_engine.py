@@ -109,6 +109,9 @@ class PolicyText:
         ids = list(self.tokenizer.encode(text, add_special_tokens=False))
         return ids if self.bos_token_id is None else [self.bos_token_id, *ids]
 
+    def encode_continuation(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
 

@@ -24,7 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from engines.base import PolicyEngine, Sampling
-from ponder.pair import Pair
+from server.engines import Engines
 from tasks.datasets import countdown_problem
 from tasks.sets import load_eval_set
 from verifiers.prm import Candidate, StepVerifier
@@ -75,7 +75,9 @@ async def beside_busy_prm(
     return result, scored / elapsed
 
 
-async def engine_curve(pair: Pair, widths: Sequence[int] = WIDTHS, repeats: int = 3) -> list[dict[str, Any]]:
+async def engine_curve(
+    pair: Engines, widths: Sequence[int] = WIDTHS, repeats: int = 3
+) -> list[dict[str, Any]]:
     needed = max(max(widths) // SAMPLES_PER_PROMPT, 1)
     prompts = [pair.policy.encode(countdown_problem(t).prompt()) for t in load_eval_set(4, limit=needed)]
     candidates = await sampled_candidates(pair, 16, 16)

@@ -21,15 +21,16 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 from engines.base import PolicyEngine, Sampling
-from ponder.pair import Pair
+from engines.spec import split_steps_ids
+from server.engines import Engines
+from server.settings import EngineSettings
 from tasks.countdown import Problem
 from tasks.datasets import countdown_problem
 from tasks.sets import load_eval_set
-from training.checkpoint import record_metrics
-from training.prm_data import label_problems
 from verifiers.aggregate import aggregate
 from verifiers.countdown import check_solution
-from verifiers.prm import Candidate, scored_length, split_steps_ids
+from verifiers.montecarlo import label_problems
+from verifiers.prm import Candidate, scored_length
 
 from .metrics import auroc, wilson_interval
 
@@ -38,7 +39,7 @@ CHUNK = 50  # problems per engine call: a progress bar that moves, and bounded i
 
 
 async def _solutions(
-    pair: Pair, problems: Sequence[Problem], n: int, sampling: Sampling, tag: str
+    pair: Engines, problems: Sequence[Problem], n: int, sampling: Sampling, tag: str
 ) -> list[list[tuple[tuple[int, ...], bool]]]:
     """For each problem, n (token ids, correct) pairs."""
     rows: list[list[tuple[tuple[int, ...], bool]]] = []
@@ -52,7 +53,7 @@ async def _solutions(
 
 
 async def _final_scores(
-    pair: Pair, problems: Sequence[Problem], rows: list[list[tuple[tuple[int, ...], bool]]]
+    pair: Engines, problems: Sequence[Problem], rows: list[list[tuple[tuple[int, ...], bool]]]
 ) -> list[float | None]:
     candidates = [
         Candidate(
@@ -65,7 +66,7 @@ async def _final_scores(
     return await final_scores(pair, candidates)
 
 
-async def final_scores(pair: Pair, candidates: Sequence[Candidate]) -> list[float | None]:
+async def final_scores(pair: Engines, candidates: Sequence[Candidate]) -> list[float | None]:
     """The PRM's last-step score of each candidate, a few hundred per engine call; None for one the PRM
     cannot read (a sample that filled the policy's context leaves no room for its step tags)."""
     fits = [i for i, c in enumerate(candidates) if scored_length(c) <= pair.prm.max_model_len]
@@ -79,7 +80,7 @@ async def final_scores(pair: Pair, candidates: Sequence[Candidate]) -> list[floa
 
 
 async def _step_label_auroc(
-    pair: Pair, problems: Sequence[Problem], rollouts: int, seed: int
+    pair: Engines, problems: Sequence[Problem], rollouts: int, seed: int
 ) -> float | None:
     scores: list[float] = []
     labels: list[bool] = []
@@ -91,7 +92,7 @@ async def _step_label_auroc(
         candidates = [
             Candidate(
                 tuple(pair.policy.encode(item.problem.prompt())),
-                tuple(tuple(pair.policy.tokenizer.encode(s, add_special_tokens=False)) for s in item.steps),
+                tuple(tuple(pair.policy.encode_continuation(s)) for s in item.steps),
             )
             for item in labelled
             if item.steps
@@ -110,7 +111,7 @@ def readable(scores: Sequence[float | None], labels: Sequence[T]) -> tuple[list[
 
 
 async def evaluate_tier(
-    pair: Pair, problems: Sequence[Problem], samples: int, label_rollouts: int, seed: int
+    pair: Engines, problems: Sequence[Problem], samples: int, label_rollouts: int, seed: int
 ) -> dict[str, Any]:
     greedy = await _solutions(
         pair, problems, 1, Sampling(temperature=0.0, seed=seed, logprobs=False), "greedy"
@@ -163,7 +164,7 @@ async def engine_throughput(
     }
 
 
-async def sampled_candidates(pair: Pair, prompts: int, n: int) -> list[Candidate]:
+async def sampled_candidates(pair: Engines, prompts: int, n: int) -> list[Candidate]:
     """n policy solutions (T=1.0, fixed seed) for each of the first `prompts` held-out tier-4 problems,
     split into steps as the PRM reads them."""
     problems = [countdown_problem(t) for t in load_eval_set(4, limit=prompts)]
@@ -178,7 +179,7 @@ async def sampled_candidates(pair: Pair, prompts: int, n: int) -> list[Candidate
     ]
 
 
-async def prm_throughput(pair: Pair, prompts: int = 16, n: int = 16, repeats: int = 3) -> dict[str, Any]:
+async def prm_throughput(pair: Engines, prompts: int = 16, n: int = 16, repeats: int = 3) -> dict[str, Any]:
     """Scored tokens per second: the PRM reading 16 prompts x n=16 sampled solutions at once, median of
     repeats after one unmeasured pass (the CPU backend's first calls pay one-off kernel set-up)."""
     candidates = await sampled_candidates(pair, prompts, n)
@@ -201,7 +202,7 @@ async def prm_throughput(pair: Pair, prompts: int = 16, n: int = 16, repeats: in
 
 
 async def evaluate_pair(
-    pair: Pair,
+    pair: Engines,
     tiers: Sequence[int],
     problems_per_tier: int,
     samples: int,
@@ -219,10 +220,11 @@ async def evaluate_pair(
     return report
 
 
-def card_metrics(recipe: dict[str, Any], out: Path) -> None:
-    """`ponder train`'s last stage: quick held-out metrics written into both checkpoints' cards."""
+def card_metrics(recipe: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Quick held-out metrics of a freshly trained pair (`ponder train`'s card stage records them in both
+    checkpoints' cards), also written to OUT/eval.json."""
     table = recipe["eval"]
-    pair = Pair.start(out)
+    pair = Engines.start(EngineSettings(models=out))
     try:
         report = asyncio.run(
             evaluate_pair(
@@ -236,8 +238,8 @@ def card_metrics(recipe: dict[str, Any], out: Path) -> None:
         )
     finally:
         pair.shutdown()
-    record_metrics(out, report)
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def foundation_markdown(report: dict[str, Any]) -> str:
@@ -280,7 +282,7 @@ def foundation_results(
     models: Path, out: Path, problems_per_tier: int, samples: int, label_rollouts: int
 ) -> dict[str, Any]:
     """`ponder eval foundation`: the committed results/foundation.json."""
-    pair = Pair.start(models)
+    pair = Engines.start(EngineSettings(models=models))
     try:
         started = time.time()
         report = asyncio.run(evaluate_pair(pair, (3, 4, 5), problems_per_tier, samples, label_rollouts))

@@ -28,7 +28,8 @@ import httpx
 from tqdm import tqdm
 
 from evaluation.foundation import engine_throughput
-from ponder.pair import Pair
+from server.engines import Engines
+from server.settings import EngineSettings
 from tasks.sets import load_eval_set
 
 MIX = ["best_of_n", "beam", "dvts", "mcts", "revision", "auto", "greedy"]
@@ -117,7 +118,7 @@ def summary(tally: Tally, wall: float) -> dict[str, Any]:
     }
 
 
-async def run_direct(pair: Pair, requests: int, concurrency: int, budget: int) -> dict[str, Any]:
+async def run_direct(pair: Engines, requests: int, concurrency: int, budget: int) -> dict[str, Any]:
     """Best-of-N through the `Controller` in this process, no HTTP: what the server's layer costs."""
     from engines.base import Sampling
     from searchers.controller import Controller, SearchRequest
@@ -159,15 +160,16 @@ def free_port() -> int:
 
 
 async def serve_and_load(
-    pair: Pair, models: Path, requests: int, concurrency: int, budget: int, breakdown: bool
+    pair: Engines, models: Path, requests: int, concurrency: int, budget: int, breakdown: bool
 ) -> dict[str, Any]:
     import uvicorn
 
-    from server.main import ServerConfig, create_app
+    from server.main import create_app
+    from server.settings import ServerSettings
 
     raw = float((await engine_throughput(pair.policy))["engine_generated_tokens_per_s"])
     widest = concurrency * 4 if breakdown else concurrency
-    app = create_app(ServerConfig(models=models, max_running=widest), pair.policy, pair.prm)
+    app = create_app(ServerSettings(models=models, max_running=widest), pair.policy, pair.prm)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
@@ -201,7 +203,7 @@ async def serve_and_load(
 def load_results(
     models: Path, out: Path, requests: int, concurrency: int, budget: int, breakdown: bool = True
 ) -> dict[str, Any]:
-    pair = Pair.start(models)
+    pair = Engines.start(EngineSettings(models=models))
     try:
         report = asyncio.run(serve_and_load(pair, models, requests, concurrency, budget, breakdown))
     finally:

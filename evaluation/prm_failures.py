@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import Sampling
-from ponder.pair import Pair
+from engines.spec import split_steps_ids
+from server.engines import Engines
+from server.settings import EngineSettings
 from tasks.countdown import Problem
 from tasks.datasets import countdown_problem
 from tasks.sets import load_eval_set
 from verifiers.countdown import check_solution, split_steps, wrong_arithmetic
-from verifiers.prm import Candidate, split_steps_ids
+from verifiers.prm import Candidate
 
 from .foundation import final_scores, readable
 from .metrics import auroc
@@ -65,7 +67,7 @@ def breakdown(kinds: Sequence[str], scores: Sequence[float]) -> dict[str, dict[s
 
 
 async def _sample_and_score(
-    pair: Pair, problems: Sequence[Problem], samples: int, seed: int
+    pair: Engines, problems: Sequence[Problem], samples: int, seed: int
 ) -> tuple[list[str], list[float], int]:
     """The kind and last-step score of each sampled solution the PRM can read, and how many it cannot."""
     prompts = [pair.policy.encode(p.prompt()) for p in problems]
@@ -84,7 +86,7 @@ async def _sample_and_score(
 
 def prm_failure_results(models: Path, out: Path, tier: int, problems: int, samples: int) -> dict[str, Any]:
     chosen = [countdown_problem(t) for t in load_eval_set(tier, limit=problems)]
-    pair = Pair.start(models)
+    pair = Engines.start(EngineSettings(models=models))
     try:
         started = time.time()
         kinds, scores, too_long = asyncio.run(_sample_and_score(pair, chosen, samples, seed=11))

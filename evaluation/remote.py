@@ -154,11 +154,14 @@ def remote_overhead(
     from engines.remote import RemotePolicyEngine
     from engines.vllm_engine import VLLMConfig
     from engines.vllm_serve import ServerProcess
-    from ponder.pair import Pair
+    from server.engines import Engines
+    from server.settings import EngineSettings
     from verifiers.remote_prm import RemotePRM
 
     kv = 1.0  # the same KV cache on both sides
-    pair = Pair.start(models, kv_cache_gib=kv)
+    settings = EngineSettings(models=models, kv_cache_gib=kv)
+    policy_spec, prm_spec = settings.policy_spec(), settings.prm_spec()
+    pair = Engines.start(settings)
     try:
         local = asyncio.run(measure(pair.policy, pair.prm, searches, concurrency, budget, accuracy_problems))
     finally:
@@ -172,6 +175,7 @@ def remote_overhead(
             role,
             free_port(),
             f"{logs}/{role}.log",
+            prm_spec=prm_spec if role == "prm" else None,
         )
         for role in ("policy", "prm")
     ]
@@ -181,9 +185,9 @@ def remote_overhead(
 
         async def remote_run(per_sample: bool, accuracy: int) -> Any:
             policy = RemotePolicyEngine.connect(
-                [servers[0].url], models / "policy", request_per_sample=per_sample
+                [servers[0].url], models / "policy", policy_spec, request_per_sample=per_sample
             )
-            prm = RemotePRM.connect([servers[1].url], models / "prm")
+            prm = RemotePRM.connect([servers[1].url], models / "prm", prm_spec)
             try:
                 return await measure(policy, prm, searches, concurrency, budget, accuracy)
             finally:

@@ -31,10 +31,11 @@ from tqdm import tqdm
 from engines.base import Sampling
 from evaluation.foundation import engine_throughput
 from evaluation.metrics import wilson_interval
-from ponder.pair import Pair
 from searchers.auto import AutoTable
 from searchers.controller import Controller, Limits, SearchRequest
 from searchers.registry import default_searchers
+from server.engines import Engines
+from server.settings import EngineSettings
 from tasks.datasets import Task
 from tasks.sets import load_eval_set
 from verifiers.outcome import grade
@@ -257,7 +258,7 @@ async def _greedy(controller: Controller, task: Task) -> tuple[tuple[int, ...], 
 
 
 async def evaluate_auto(
-    pair: Pair,
+    pair: Engines,
     tasks: Sequence[Task],
     probe: dict[str, float],
     greedy: dict[str, bool],
@@ -294,13 +295,13 @@ async def evaluate_auto(
     return points, records
 
 
-def make_controller(pair: Pair, table: AutoTable | None = None) -> Controller:
+def make_controller(pair: Engines, table: AutoTable | None = None) -> Controller:
     searchers = default_searchers(table)
     return Controller(pair.policy, pair.prm, Limits(max_budget=1_000_000), searchers)
 
 
 async def sweep(
-    pair: Pair,
+    pair: Engines,
     tasks: Sequence[Task],
     configs: Sequence[Config],
     multiples: Sequence[float],
@@ -352,7 +353,7 @@ def search_results(
 ) -> dict[str, Any]:
     tasks = load_eval_set(tier, limit=problems)
     configs = [c for c in STRATEGIES if labels is None or c.label in labels]
-    pair = Pair.start(models)
+    pair = Engines.start(EngineSettings(models=models))
     started = time.time()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -462,7 +463,7 @@ def rerun_auto(models: Path, out: Path, concurrency: int, table_out: Path | None
     searched = [o for o in outcomes if o.label != "greedy"]
     multiples = sorted({o.multiple for o in searched})
     tasks = load_eval_set(int(meta["tier"]), limit=int(meta["n_problems"]))
-    pair = Pair.start(models)
+    pair = Engines.start(EngineSettings(models=models))
     try:
         auto_points, auto_outcomes = asyncio.run(
             evaluate_auto(

@@ -81,7 +81,7 @@ class SearchContext:
     sampling: Sampling = field(default_factory=Sampling)
     aggregation: Aggregation = "last"
     answer_of: Callable[[str], str | None] = lambda text: None  # the answer a completion commits to
-    outcome: Callable[[str], bool] | None = None  # an environment verifier, where the task has one
+    checker: Callable[[str], bool] | None = None  # an environment verifier, where the task has one
     hints: TaskHints = field(default_factory=TaskHints)
     progress: Callable[[str, dict[str, Any]], None] | None = None  # (event, details), for streaming
 

@@ -56,7 +56,7 @@ class BestOfN:
         return knobs.select == "outcome"
 
     async def run(self, ctx: SearchContext, knobs: BestOfNKnobs) -> SearchResult:
-        if knobs.select == "outcome" and ctx.outcome is None:
+        if knobs.select == "outcome" and ctx.checker is None:
             raise ValueError("select=outcome needs a task with an environment verifier")
         traces, stop = await self.sample(ctx, knobs)
         if not traces:
@@ -126,8 +126,8 @@ def select(ctx: SearchContext, traces: Sequence[Trace], how: Selection) -> Trace
     if how == "prm":
         return best_by_value(traces, ctx.aggregation)
     if how == "outcome":
-        assert ctx.outcome is not None
-        return next((t for t in traces if t.finished and ctx.outcome(t.text)), traces[0])
+        assert ctx.checker is not None
+        return next((t for t in traces if t.finished and ctx.checker(t.text)), traces[0])
     weights: dict[str, float] = defaultdict(float)
     for trace in traces:
         answer = ctx.answer_of(trace.text) if trace.finished else None

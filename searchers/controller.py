@@ -123,7 +123,7 @@ class Controller:
         if (
             needs_outcome is not None
             and needs_outcome(knobs)
-            and task_tools(request.prompt_text).outcome is None
+            and task_tools(request.prompt_text).checker is None
         ):
             raise InvalidSearch(
                 f"these {name} knobs grade answers with an exact checker, which only tasks such as "
@@ -149,7 +149,7 @@ class Controller:
             sampling=request.sampling,
             aggregation=request.aggregation,
             answer_of=tools.answer_of,
-            outcome=tools.outcome,
+            checker=tools.checker,
             hints=tools.hints,
             progress=request.progress,
         )
@@ -158,18 +158,18 @@ class Controller:
         searcher, knobs, budget_tokens = self.validate(request)
         ctx = self.context(request, budget_tokens)
         try:
-            outcome = await searcher.run(ctx, knobs)
+            result = await searcher.run(ctx, knobs)
         finally:
             await self.abort(request.request_id)
         log.info(
             "request %s: %s stopped (%s) after %d/%d budget tokens",
             request.request_id,
             searcher.name,
-            outcome.stop_reason,
+            result.stop_reason,
             ctx.budget.used,
             budget_tokens,
         )
-        return outcome
+        return result
 
     async def abort(self, request_id: str) -> None:
         await self.policy.abort(request_id)

@@ -89,7 +89,7 @@ class Node:
     children: list[Node] = field(default_factory=list)
     visits: int = 0
     total: float = 0.0
-    estimate: float | None = None  # its own evaluation, once made
+    own_value: float | None = None  # its own evaluation, once made (before any backup)
     rollout: Trace | None = None  # the solution it was rolled out to, with rollout evaluation
 
     @property
@@ -106,7 +106,7 @@ class Node:
             yield from child.walk()
 
 
-Path = list[Node]  # root first, leaf last
+NodePath = list[Node]  # root first, leaf last
 
 
 class MCTS:
@@ -138,7 +138,7 @@ def puct(parent: Node, child: Node, c_puct: float) -> float:
     return q + c_puct * child.prior * math.sqrt(parent.visits) / (1 + child.visits)
 
 
-def descend(root: Node, exhausted: set[Node], c_puct: float) -> Path | None:
+def descend(root: Node, exhausted: set[Node], c_puct: float) -> NodePath | None:
     """The PUCT path from the root to a leaf not chosen yet in this iteration; None when it ran into a
     node whose children are all exhausted (which is then exhausted too, so the next descent avoids it)."""
     path = [root]
@@ -155,12 +155,12 @@ def descend(root: Node, exhausted: set[Node], c_puct: float) -> Path | None:
     return path
 
 
-def select_leaves(root: Node, count: int, c_puct: float, virtual_loss: float) -> list[Path]:
+def select_leaves(root: Node, count: int, c_puct: float, virtual_loss: float) -> list[NodePath]:
     """Paths to up to `count` distinct open leaves, each under virtual loss, and the finished leaves met
     on the way (up to `count` of them, more only while no open leaf was found: each iteration that can
     expand something does). No open leaf among them means every leaf of the tree is finished."""
     exhausted: set[Node] = set()
-    paths: list[Path] = []
+    paths: list[NodePath] = []
     open_leaves = finished_leaves = 0
     while open_leaves < count and (finished_leaves < count or open_leaves == 0) and root not in exhausted:
         path = descend(root, exhausted, c_puct)
@@ -175,13 +175,13 @@ def select_leaves(root: Node, count: int, c_puct: float, virtual_loss: float) ->
     return paths
 
 
-def add_virtual_loss(path: Path, amount: float) -> None:
+def add_virtual_loss(path: NodePath, amount: float) -> None:
     for node in path:
         node.visits += 1
         node.total -= amount
 
 
-def remove_virtual_loss(path: Path, amount: float) -> None:
+def remove_virtual_loss(path: NodePath, amount: float) -> None:
     for node in path:
         node.visits -= 1
         node.total += amount
@@ -256,12 +256,12 @@ def leaf_value(leaf: Node) -> float:
     """What a visit to the leaf found: a finished leaf's own value, an expanded leaf's children's values
     weighted by their priors (the leaf's value under the policy)."""
     if not leaf.children:
-        return leaf.estimate or 0.0
+        return leaf.own_value or 0.0
     weight = sum(child.prior for child in leaf.children)
-    return sum(child.prior * (child.estimate or 0.0) for child in leaf.children) / weight
+    return sum(child.prior * (child.own_value or 0.0) for child in leaf.children) / weight
 
 
-def backup(path: Path, found: float, virtual_loss: float) -> None:
+def backup(path: NodePath, found: float, virtual_loss: float) -> None:
     remove_virtual_loss(path, virtual_loss)
     for node in path:
         node.visits += 1
@@ -278,14 +278,14 @@ class TreeSearch:
     ctx: SearchContext
     knobs: MCTSKnobs
     root: Node = field(default_factory=lambda: Node(Trace()))
-    pending: list[Path] = field(default_factory=list)  # paths under virtual loss in this iteration
+    pending: list[NodePath] = field(default_factory=list)  # paths under virtual loss in this iteration
     solved: bool = False
     sampled_steps: int = 0
     sampled_step_tokens: int = 0
 
     @property
     def checker(self) -> Callable[[str], bool] | None:
-        return self.ctx.outcome if self.knobs.use_outcome else None
+        return self.ctx.checker if self.knobs.use_outcome else None
 
     @property
     def reads_prm(self) -> bool:
@@ -352,14 +352,14 @@ class TreeSearch:
 
     # --- budget planning ------------------------------------------------------------------------
 
-    def within_budget(self, open_paths: list[Path]) -> tuple[list[Path], int]:
+    def within_budget(self, open_paths: list[NodePath]) -> tuple[list[NodePath], int]:
         """The open paths (best first) whose expansion and evaluation the budget can pay, and the children
         each gets; the other paths are dropped from this iteration. When not even the best leaf's full
         expansion fits, it gets the children that do (the last iteration spends what is left). The
         prompt's own expansion is always tried: the adapters cut it to the budget, as they would a first
         sample."""
         available = self.ctx.budget.remaining - self.finish_reserve()
-        kept: list[Path] = []
+        kept: list[NodePath] = []
         cost = 0.0
         for path in open_paths:
             cost += self.expansion_cost(path[-1])
@@ -386,7 +386,7 @@ class TreeSearch:
         open_nodes = [node for node in self.root.walk() if not node.terminal and node is not self.root]
         if not open_nodes:
             return []
-        best = max(open_nodes, key=lambda node: (node.estimate or 0.0, len(node.trace.steps)))
+        best = max(open_nodes, key=lambda node: (node.own_value or 0.0, len(node.trace.steps)))
         try:
             generation = await self.ctx.policy.rollout([self.ctx.prefix(best.trace)], 1, self.ctx.seeded(-1))
             trace = self.ctx.grow(best.trace, generation.continuations[0][0])
@@ -441,8 +441,8 @@ class TreeSearch:
         """Every new node's value and first visit, in one verifier call (rollouts came with `expand`)."""
         await self.score_all(children)
         for child in children:
-            child.estimate = self.estimate(child)
-            child.visits, child.total = 1, child.estimate
+            child.own_value = self.node_value(child)
+            child.visits, child.total = 1, child.own_value
         answers = [c.trace for c in children if c.terminal] + [c.rollout for c in children if c.rollout]
         self.solved = self.solved or any(self.correct(answer) for answer in answers)
 
@@ -464,14 +464,14 @@ class TreeSearch:
             return self.checker is None  # an answer the checker cannot grade is graded by the PRM
         return self.knobs.evaluation != "rollout"
 
-    def estimate(self, node: Node) -> float:
+    def node_value(self, node: Node) -> float:
         if node.terminal:
             return self.grade_answer(node.trace)
         step_value = last_step_score(node.trace)
         if node.rollout is None:
             return step_value
-        outcome = self.grade_answer(node.rollout)
-        return outcome if self.knobs.evaluation == "rollout" else (step_value + outcome) / 2
+        rollout_value = self.grade_answer(node.rollout)
+        return rollout_value if self.knobs.evaluation == "rollout" else (step_value + rollout_value) / 2
 
     def grade_answer(self, trace: Trace) -> float:
         if self.checker is not None:

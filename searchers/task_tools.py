@@ -1,4 +1,4 @@
-"""What a prompt's task family offers a search: planning hints, answer extraction, an outcome check.
+"""What a prompt's task family offers a search: planning hints, answer extraction, an exact checker.
 
 Contract: `task_tools(prompt_text)` looks at a prompt (a completion prompt or the last user message)
 and returns `TaskTools`. A Countdown problem gets exact hints (one step per number joined), its
@@ -33,7 +33,7 @@ class TaskTools:
     kind: str
     hints: TaskHints
     answer_of: Callable[[str], str | None]
-    outcome: Callable[[str], bool] | None
+    checker: Callable[[str], bool] | None  # an environment verifier: is this completion correct?
 
 
 def countdown_tools(problem: Problem) -> TaskTools:
@@ -41,12 +41,12 @@ def countdown_tools(problem: Problem) -> TaskTools:
         claimed = claimed_answer(text)
         return None if claimed is None else str(claimed)
 
-    def outcome(text: str) -> bool:
+    def checker(text: str) -> bool:
         return check_solution(problem, text).correct
 
     # a step reads "a op b = c [rest]\n": about 6 tokens plus two per remaining number
     hints = TaskHints(steps=len(problem.numbers) - 1, step_tokens=6 + 2 * len(problem.numbers))
-    return TaskTools("countdown", hints, answer_of, outcome)
+    return TaskTools("countdown", hints, answer_of, checker)
 
 
 def task_tools(prompt_text: str) -> TaskTools:

@@ -256,7 +256,7 @@ class SearchService:
 
     def chat_response(self, request: ChatCompletionRequest, answers: list[Answer]) -> ChatCompletionResponse:
         choices = [
-            ChatChoice(index=i, message=ChatMessageOut(content=a.text), finish_reason=a.finish_reason)  # type: ignore[arg-type]
+            ChatChoice(index=i, message=ChatMessageOut(content=a.text), finish_reason=a.finish_reason)
             for i, a in enumerate(answers)
         ]
         reports = [a.report for a in answers]
@@ -269,7 +269,7 @@ class SearchService:
 
     def completion_response(self, request: CompletionRequest, answers: list[Answer]) -> CompletionResponse:
         choices = [
-            CompletionChoice(index=i, text=a.text, finish_reason=a.finish_reason)  # type: ignore[arg-type]
+            CompletionChoice(index=i, text=a.text, finish_reason=a.finish_reason)
             for i, a in enumerate(answers)
         ]
         reports = [a.report for a in answers]

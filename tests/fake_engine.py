@@ -33,6 +33,7 @@ class FakeEngine:
         self.eos_token_id: int = self.tokenizer.eos_token_id
         self.bos_token_id: int = self.tokenizer.bos_token_id
         self.step_token_id: int = self.tokenizer.convert_tokens_to_ids(self.spec.step_delimiter)
+        self.max_model_len = 512
         self.slip = slip
         self.seed = seed
         self.cached_blocks: set[tuple[int, ...]] = set()
@@ -41,6 +42,9 @@ class FakeEngine:
 
     def encode(self, text: str) -> list[int]:
         return [self.bos_token_id, *self.tokenizer.encode(text, add_special_tokens=False)]
+
+    def encode_continuation(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))

@@ -22,6 +22,7 @@ from verifiers.prm import Candidate, Scores, scored_length
 class FakePRM:
     def __init__(self, seed: int = 0) -> None:
         self.tokenizer = build_tokenizer()
+        self.max_model_len = 512
         self.seed = seed
         self.calls = 0
         self.aborted: set[str] = set()

@@ -49,9 +49,9 @@ async def test_rejected_requests_count_as_failed() -> None:
 
 async def test_the_prm_benchmark_reads_every_sampled_solution() -> None:
     from evaluation.foundation import prm_throughput
-    from ponder.pair import Pair
+    from server.engines import Engines
 
-    pair = Pair(FakeEngine(), FakePRM())  # type: ignore[arg-type]
+    pair = Engines(FakeEngine(), FakePRM())
     report = await prm_throughput(pair, prompts=3, n=4, repeats=2)
     bench = report["prm_benchmark"]
     assert bench["candidates"] == 12 and bench["repeats"] == 2
@@ -62,9 +62,9 @@ async def test_the_prm_benchmark_reads_every_sampled_solution() -> None:
 async def test_the_policy_runs_beside_a_prm_kept_busy_until_it_finishes() -> None:
     from evaluation.engine_curve import beside_busy_prm
     from evaluation.foundation import sampled_candidates
-    from ponder.pair import Pair
+    from server.engines import Engines
 
-    pair = Pair(FakeEngine(), FakePRM())  # type: ignore[arg-type]
+    pair = Engines(FakeEngine(), FakePRM())
     candidates = await sampled_candidates(pair, prompts=2, n=2)
 
     async def work() -> float:
@@ -80,9 +80,9 @@ async def test_the_policy_runs_beside_a_prm_kept_busy_until_it_finishes() -> Non
 
 async def test_the_width_curve_has_a_point_per_width_and_a_plot(tmp_path: Path) -> None:
     from evaluation.engine_curve import engine_curve, plot_engine_curve
-    from ponder.pair import Pair
+    from server.engines import Engines
 
-    pair = Pair(FakeEngine(), FakePRM())  # type: ignore[arg-type]
+    pair = Engines(FakeEngine(), FakePRM())
     curve = await engine_curve(pair, widths=(4, 32), repeats=1)
     assert [p["sequences"] for p in curve] == [4, 32]
     assert all(p["generated_tokens_per_s"] > 0 and p["generated_tokens_per_s_prm_busy"] > 0 for p in curve)

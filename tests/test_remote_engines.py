@@ -103,7 +103,10 @@ async def test_remote_generation_equals_in_process(servers: Servers, policy_engi
     prompts = [policy_engine.encode(t.prompt) for t in TASKS[:2]]
     for per_sample in (False, True):  # n samples per HTTP request, or one request per sample
         remote = RemotePolicyEngine.connect(
-            [servers.policy[0].url], DEFAULT_POLICY, read_policy_spec(DEFAULT_POLICY), request_per_sample=per_sample
+            [servers.policy[0].url],
+            DEFAULT_POLICY,
+            read_policy_spec(DEFAULT_POLICY),
+            request_per_sample=per_sample,
         )
         assert remote.encode(TASKS[0].prompt) == prompts[0]
         for call in ("expand", "rollout"):

@@ -16,8 +16,8 @@ from engines.base import EngineUnavailable, Sampling
 from engines.remote import RemotePolicyEngine
 from engines.remote_http import RemoteClient, RemoteError
 from engines.replicas import ReplicaFailure, Replicas
-from engines.usage import Usage
 from engines.spec import read_policy_spec
+from engines.usage import Usage
 from engines.vllm_engine import load_tokenizer
 from ponder.defaults import DEFAULT_POLICY
 from verifiers.prm import Candidate
@@ -119,7 +119,9 @@ def remote_policy(
 ) -> RemotePolicyEngine:
     client = RemoteClient(urls, transport=httpx.MockTransport(handler))
     spec = read_policy_spec(DEFAULT_POLICY)
-    return RemotePolicyEngine(client, load_tokenizer(DEFAULT_POLICY), 256, spec, request_per_sample=per_sample)
+    return RemotePolicyEngine(
+        client, load_tokenizer(DEFAULT_POLICY), 256, spec, request_per_sample=per_sample
+    )
 
 
 @pytest.mark.parametrize("per_sample", [False, True], ids=["per-prefix", "per-sample"])

@@ -269,7 +269,7 @@ def test_a_prm_search_is_refused_without_a_prm() -> None:
 
 def child(parent: Node, prior: float, visits: int = 0, mean: float = 0.0, ended: bool = False) -> Node:
     node = Node(Trace(finished=ended), prior=prior, parent=parent, visits=visits, total=visits * mean)
-    node.estimate = mean if visits else None
+    node.own_value = mean if visits else None
     parent.children.append(node)
     return node
 

@@ -1,4 +1,4 @@
-"""The model spec: read from checkpoints, overridden from the command line, refused when it cannot be right."""
+"""The model spec: read from checkpoints, overridden from the command line, refused when it is wrong."""
 
 from __future__ import annotations
 
@@ -90,7 +90,9 @@ def test_plain_prompts_and_system_prompts_render_as_the_spec_says() -> None:
     chat = PolicyText(tokenizer, read_policy_spec(DEFAULT_POLICY))
     plain = PolicyText(tokenizer, PolicySpec(step_delimiter="\n", prompt_format="plain"))
     assert chat.render_chat(messages) == plain.render_chat(messages) == chat.encode("3 4 5 -> 12\n")
-    system = PolicyText(tokenizer, PolicySpec(step_delimiter="\n", prompt_format="plain", system_prompt="Go."))
+    system = PolicyText(
+        tokenizer, PolicySpec(step_delimiter="\n", prompt_format="plain", system_prompt="Go.")
+    )
     assert system.decode(system.render_chat(messages)) == "Go.\n3 4 5 -> 12\n"
 
 

@@ -34,6 +34,7 @@ class TransformersPRM:
         self.step_tag_id = int(self.tokenizer.convert_tokens_to_ids(spec.step_tag))
         self.good_id = int(self.tokenizer.convert_tokens_to_ids(spec.good_token))
         self.bad_id = int(self.tokenizer.convert_tokens_to_ids(spec.bad_token))
+        self.max_model_len = int(self.model.config.max_position_embeddings)
         self.batch_size = batch_size
 
     @torch.no_grad()

@@ -50,6 +50,8 @@ def scored_length(candidate: Candidate) -> int:
 class StepVerifier(Protocol):
     """What searchers need from a PRM."""
 
+    max_model_len: int  # the longest input it reads (`scored_length`)
+
     async def score(self, candidates: Sequence[Candidate], request_id: str) -> Scores: ...
 
     async def abort(self, request_id: str) -> None: ...
