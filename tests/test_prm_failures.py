@@ -49,7 +49,7 @@ def test_breakdown_scores_each_kind_against_the_correct_solutions() -> None:
 
 async def test_a_solution_too_long_for_the_prm_is_left_out_not_fatal() -> None:
     from engines.fake import FakeEngine
-    from evaluation.foundation import final_scores, readable
+    from evaluation.foundation import final_scores_of_candidates, readable
     from ponder.pair import Pair
     from verifiers.fake import FakePRM
     from verifiers.prm import Candidate, scored_length
@@ -59,6 +59,7 @@ async def test_a_solution_too_long_for_the_prm_is_left_out_not_fatal() -> None:
     short = Candidate((1, 2, 3), ((4, 5), (6, 7)))  # 3 + 2 steps of 2 + 2 tags = 9 tokens
     long = Candidate((1, 2, 3), ((4, 5, 6, 7, 8), (9, 10, 11)))  # 13 tokens
     assert (scored_length(short), scored_length(long)) == (9, 13)
-    scores = await final_scores(Pair(FakeEngine(), prm), [short, long, short])  # type: ignore[arg-type]
+    pair = Pair(FakeEngine(), prm)  # type: ignore[arg-type]
+    scores = await final_scores_of_candidates(pair, [short, long, short])
     assert scores[0] is not None and scores[1] is None and scores[2] == scores[0]
     assert readable(scores, ["a", "b", "c"]) == ([scores[0], scores[0]], ["a", "c"])
