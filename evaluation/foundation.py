@@ -52,9 +52,11 @@ async def _solutions(
     return rows
 
 
-async def _final_scores(
+async def _final_scores_of_samples(
     pair: Engines, problems: Sequence[Problem], rows: list[list[tuple[tuple[int, ...], bool]]]
 ) -> list[float | None]:
+    """`final_scores_of_candidates` of sampled solutions given as (token ids, correct) rows per problem:
+    each becomes a candidate of its problem's prompt and its steps."""
     candidates = [
         Candidate(
             tuple(pair.policy.encode(problem.prompt())),
@@ -63,10 +65,10 @@ async def _final_scores(
         for problem, row in zip(problems, rows, strict=True)
         for ids, _ in row
     ]
-    return await final_scores(pair, candidates)
+    return await final_scores_of_candidates(pair, candidates)
 
 
-async def final_scores(pair: Engines, candidates: Sequence[Candidate]) -> list[float | None]:
+async def final_scores_of_candidates(pair: Engines, candidates: Sequence[Candidate]) -> list[float | None]:
     """The PRM's last-step score of each candidate, a few hundred per engine call; None for one the PRM
     cannot read (a sample that filled the policy's context leaves no room for its step tags)."""
     fits = [i for i, c in enumerate(candidates) if scored_length(c) <= pair.prm.max_model_len]
@@ -122,7 +124,7 @@ async def evaluate_tier(
     correct_greedy = sum(row[0][1] for row in greedy)
     correct_samples = [ok for row in sampled for _, ok in row]
     solved_any = sum(any(ok for _, ok in row) for row in sampled)
-    last_scores = await _final_scores(pair, problems, sampled)
+    last_scores = await _final_scores_of_samples(pair, problems, sampled)
     n = len(problems)
     greedy_ci = wilson_interval(correct_greedy, n)
     return {

@@ -28,7 +28,7 @@ from tasks.sets import load_eval_set
 from verifiers.countdown import check_solution, split_steps, wrong_arithmetic
 from verifiers.prm import Candidate
 
-from .foundation import final_scores, readable
+from .foundation import final_scores_of_candidates, readable
 from .metrics import auroc
 
 KINDS = (
@@ -80,7 +80,7 @@ async def _sample_and_score(
             kinds.append(failure_kind(problem, sample.text))
             steps = tuple(split_steps_ids(sample.token_ids, pair.policy.step_token_id))
             candidates.append(Candidate(tuple(prompt), steps))
-    scores, read = readable(await final_scores(pair, candidates), kinds)
+    scores, read = readable(await final_scores_of_candidates(pair, candidates), kinds)
     return read, scores, len(kinds) - len(read)
 
 

@@ -79,7 +79,8 @@ def settings_parser(
     return parser
 
 
-# the strategies `ponder eval search` sweeps (evaluation.search.STRATEGIES; kept here so --help is instant)
+# the strategies `ponder eval search` sweeps (evaluation.sweep_records.SWEEP_ENTRIES; kept here so --help
+# is instant)
 STRATEGY_LABELS = (
     "majority_vote",
     "adaptive_vote",
@@ -355,7 +356,7 @@ def add_eval_search(suites: Subparsers) -> None:
     search.add_argument(
         "--auto-only",
         action="store_true",
-        help="re-measure only auto from OUT's per-problem outcomes (after a change to auto)",
+        help="re-measure only auto from OUT's per-problem results (after a change to auto)",
     )
     search.set_defaults(func=cmd_eval_search)
 

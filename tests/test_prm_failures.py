@@ -51,7 +51,7 @@ async def test_a_solution_too_long_for_the_prm_is_left_out_not_fatal() -> None:
     from fake_engine import FakeEngine
     from fake_prm import FakePRM
 
-    from evaluation.foundation import final_scores, readable
+    from evaluation.foundation import final_scores_of_candidates, readable
     from server.engines import Engines
     from verifiers.prm import Candidate, scored_length
 
@@ -60,6 +60,6 @@ async def test_a_solution_too_long_for_the_prm_is_left_out_not_fatal() -> None:
     short = Candidate((1, 2, 3), ((4, 5), (6, 7)))  # 3 + 2 steps of 2 + 2 tags = 9 tokens
     long = Candidate((1, 2, 3), ((4, 5, 6, 7, 8), (9, 10, 11)))  # 13 tokens
     assert (scored_length(short), scored_length(long)) == (9, 13)
-    scores = await final_scores(Engines(FakeEngine(), prm), [short, long, short])
+    scores = await final_scores_of_candidates(Engines(FakeEngine(), prm), [short, long, short])
     assert scores[0] is not None and scores[1] is None and scores[2] == scores[0]
     assert readable(scores, ["a", "b", "c"]) == ([scores[0], scores[0]], ["a", "c"])

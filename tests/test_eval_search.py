@@ -1,0 +1,129 @@
+"""`ponder eval search` without the real engines: the committed results are what the summarising, the
+reports and auto's fitting (evaluation/sweep_records.py, report.py, auto_fit.py) give from the committed
+per-problem file, and the sweep (evaluation/sweep.py) runs end to end on the fake engines."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from fake_engine import FakeEngine
+from fake_prm import FakePRM
+
+from evaluation.auto_fit import FitInputs, fit_table
+from evaluation.report import read_points, read_problem_results, search_markdown, write_outputs
+from evaluation.sweep import sweep
+from evaluation.sweep_records import SWEEP_ENTRIES, ProblemResult, SweepPoint, summarize
+from ponder.cli import STRATEGY_LABELS
+from server.engines import Engines
+from tasks.sets import load_eval_set
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+SHIPPED_TABLE = ROOT / "ponder" / "models" / "default" / "auto_table.json"
+
+
+def committed() -> tuple[list[ProblemResult], dict[str, float], dict[str, object]]:
+    records = read_problem_results(RESULTS / "search-problems.jsonl")
+    meta = json.loads((RESULTS / "search-meta.json").read_text())
+    return [r for r, _ in records], {r.task: value for r, value in records}, meta
+
+
+def result(task: str, label: str, correct: bool, generated: int = 10) -> ProblemResult:
+    return ProblemResult(
+        task=task,
+        label=label,
+        multiple=1.0,
+        correct=correct,
+        oracle=correct,
+        generated=generated,
+        prompt=14,
+        cached=0,
+        scored=0,
+        stop_reason="done",
+        candidates=1,
+    )
+
+
+def test_the_cli_lists_the_swept_labels() -> None:
+    assert tuple(e.label for e in SWEEP_ENTRIES) == STRATEGY_LABELS
+
+
+def test_refitting_the_committed_results_gives_the_shipped_table() -> None:
+    results, probe, _ = committed()
+    fit = FitInputs.from_results(results, probe)
+    table = fit_table(fit, sorted({r.multiple for r in fit.searched}))
+    shipped = json.loads(SHIPPED_TABLE.read_text())
+    assert asdict(table) == {k: shipped[k] for k in ("bins", "budgets", "choices")}
+
+
+def test_each_committed_point_summarises_its_problems() -> None:
+    results, _, meta = committed()
+    by_point: dict[tuple[str, float], list[ProblemResult]] = defaultdict(list)
+    for r in results:
+        by_point[(r.label, r.multiple)].append(r)
+    points = read_points(RESULTS / "search.json")
+    assert [(p.strategy, p.budget_multiple) for p in points] == list(by_point)
+
+    def untimed(p: SweepPoint) -> SweepPoint:  # the wall time is not in the per-problem file
+        return replace(p, budget_tokens=0, wall_s=0.0, tokens_per_s=0.0, engine_efficiency=None)
+
+    for point in points:
+        summary = summarize(by_point[(point.strategy, point.budget_multiple)], 1.0, 1.0, 1.0)
+        assert untimed(summary) == untimed(point)
+    assert meta["n_problems"] == points[0].n_problems
+
+
+def test_the_reports_rewrite_the_committed_files_byte_for_byte(tmp_path: Path) -> None:
+    results, probe, meta = committed()
+    points = read_points(RESULTS / "search.json")
+    out = tmp_path / "search.json"
+    write_outputs(out, points, results, probe, meta)
+    for name in ("search.json", "search-meta.json", "search-problems.jsonl", "search.md"):
+        assert (tmp_path / name).read_text() == (RESULTS / name).read_text(), name
+    assert search_markdown(points, meta) == (RESULTS / "search.md").read_text()
+    assert (tmp_path / "search.png").stat().st_size > 0
+
+
+def test_the_table_picks_the_most_accurate_then_the_cheapest_and_greedy_on_ties() -> None:
+    probe = {"a": 0.1, "b": 0.1, "c": 0.9}  # bins 0, 0 and 2; bin 1 has no problems
+    greedy = {"a": False, "b": False, "c": True}
+    searched = [
+        result("a", "beam", True, generated=50),
+        result("b", "beam", False, generated=50),
+        result("a", "majority_vote", True),
+        result("b", "majority_vote", False),
+        result("c", "majority_vote", True),
+    ]
+    table = fit_table(FitInputs(probe, greedy, searched), [1.0])
+    assert table.choices == {
+        "0": {"1.0": {"strategy": "best_of_n", "knobs": {"select": "vote"}, "label": "majority_vote"}},
+        "1": {"1.0": {"strategy": "greedy"}},
+        "2": {"1.0": {"strategy": "greedy"}},  # as accurate as greedy, and greedy costs nothing more
+    }
+    assert fit_table(FitInputs(probe, greedy, searched).restricted_to({"c"}), [1.0]).choices["0"] == {
+        "1.0": {"strategy": "greedy"}
+    }
+
+
+async def test_the_sweep_runs_on_fake_engines_and_its_reports_read_back(tmp_path: Path) -> None:
+    tasks = load_eval_set(4, limit=6)
+    entries = [e for e in SWEEP_ENTRIES if e.label in ("majority_vote", "beam")]
+    log_path = tmp_path / "progress.jsonl"
+    pair = Engines(FakeEngine(), FakePRM())
+    run = await sweep(pair, tasks, entries, [1.0, 4.0], concurrency=3, temperature=0.8, log_path=log_path)
+    lines = ["greedy", "majority_vote", "majority_vote", "beam", "beam", "auto", "auto"]
+    assert [p.strategy for p in run.points] == lines
+    assert [p.budget_multiple for p in run.points] == [1.0, 1.0, 4.0, 1.0, 4.0, 1.0, 4.0]
+    assert all(p.n_problems == len(tasks) for p in run.points)
+    assert len(run.results) == len(lines) * len(tasks)
+    assert len(log_path.read_text().splitlines()) == 4  # one line per entry's point, as it completes
+    assert set(run.probe) == {t.id for t in tasks} and run.table.budgets == [1.0, 4.0]
+    meta = {"tier": 4, "n_problems": 6, "greedy_token_cost": 1, "engine_generated_tokens_per_s": 1}
+    write_outputs(tmp_path / "search.json", run.points, run.results, run.probe, {**meta, "temperature": 0.8})
+    assert read_points(tmp_path / "search.json") == run.points
+    read = read_problem_results(tmp_path / "search-problems.jsonl")
+    assert [r for r, _ in read] == run.results
+    assert all(value == round(run.probe[r.task], 4) for r, value in read)
