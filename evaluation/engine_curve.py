@@ -1,6 +1,6 @@
 """The policy engine's throughput against the number of sequences in flight, alone and beside a busy PRM.
 
-Contract: `engine_curve(pair, widths, repeats)` runs, for each width W, full rollouts of W sequences at
+Contract: `engine_curve(engines, widths, repeats)` runs, for each width W, full rollouts of W sequences at
 once (W/16 held-out tier-4 prompts x n=16, the raw benchmark's shape; the raw benchmark is W=256) at
 temperature 1.0 and reports the median generated tokens/s of `repeats` runs twice: with the PRM idle,
 and while the PRM scores 256 sampled solutions nonstop (its scored tokens/s in that window reported
@@ -76,18 +76,18 @@ async def beside_busy_prm(
 
 
 async def engine_curve(
-    pair: Engines, widths: Sequence[int] = WIDTHS, repeats: int = 3
+    engines: Engines, widths: Sequence[int] = WIDTHS, repeats: int = 3
 ) -> list[dict[str, Any]]:
     needed = max(max(widths) // SAMPLES_PER_PROMPT, 1)
-    prompts = [pair.policy.encode(countdown_problem(t).prompt()) for t in load_eval_set(4, limit=needed)]
-    candidates = await sampled_candidates(pair, 16, 16)
-    await pair.prm.score(candidates, "curve-prm-warmup")
-    await pair.policy.rollout(prompts[:2], 2, Sampling(seed=0, logprobs=False), "curve-warmup")
+    prompts = [engines.policy.encode(countdown_problem(t).prompt()) for t in load_eval_set(4, limit=needed)]
+    candidates = await sampled_candidates(engines, 16, 16)
+    await engines.prm.score(candidates, "curve-prm-warmup")
+    await engines.policy.rollout(prompts[:2], 2, Sampling(seed=0, logprobs=False), "curve-warmup")
     points = []
     for width in tqdm(widths, desc="throughput by width"):
-        alone = await rollout_rate(pair.policy, prompts, width, "curve-alone", repeats)
-        busy = rollout_rate(pair.policy, prompts, width, "curve-busy", repeats)
-        beside_prm, prm_rate = await beside_busy_prm(pair.prm, candidates, busy, f"curve-prm-{width}")
+        alone = await rollout_rate(engines.policy, prompts, width, "curve-alone", repeats)
+        busy = rollout_rate(engines.policy, prompts, width, "curve-busy", repeats)
+        beside_prm, prm_rate = await beside_busy_prm(engines.prm, candidates, busy, f"curve-prm-{width}")
         points.append(
             {
                 "sequences": width,

@@ -39,67 +39,67 @@ CHUNK = 50  # problems per engine call: a progress bar that moves, and bounded i
 
 
 async def _solutions(
-    pair: Engines, problems: Sequence[Problem], n: int, sampling: Sampling, tag: str
+    engines: Engines, problems: Sequence[Problem], n: int, sampling: Sampling, tag: str
 ) -> list[list[tuple[tuple[int, ...], bool]]]:
     """For each problem, n (token ids, correct) pairs."""
     rows: list[list[tuple[tuple[int, ...], bool]]] = []
     for start in tqdm(range(0, len(problems), CHUNK), desc=tag, unit="chunk", leave=False):
         chunk = problems[start : start + CHUNK]
-        prompts = [pair.policy.encode(p.prompt()) for p in chunk]
-        generation = await pair.policy.rollout(prompts, n, sampling, f"{tag}-{start}")
+        prompts = [engines.policy.encode(p.prompt()) for p in chunk]
+        generation = await engines.policy.rollout(prompts, n, sampling, f"{tag}-{start}")
         for problem, row in zip(chunk, generation.continuations, strict=True):
             rows.append([(c.token_ids, check_solution(problem, c.text).correct) for c in row])
     return rows
 
 
 async def _final_scores_of_samples(
-    pair: Engines, problems: Sequence[Problem], rows: list[list[tuple[tuple[int, ...], bool]]]
+    engines: Engines, problems: Sequence[Problem], rows: list[list[tuple[tuple[int, ...], bool]]]
 ) -> list[float | None]:
     """`final_scores_of_candidates` of sampled solutions given as (token ids, correct) rows per problem:
     each becomes a candidate of its problem's prompt and its steps."""
     candidates = [
         Candidate(
-            tuple(pair.policy.encode(problem.prompt())),
-            tuple(split_steps_ids(ids, pair.policy.step_token_id)),
+            tuple(engines.policy.encode(problem.prompt())),
+            tuple(split_steps_ids(ids, engines.policy.step_token_id)),
         )
         for problem, row in zip(problems, rows, strict=True)
         for ids, _ in row
     ]
-    return await final_scores_of_candidates(pair, candidates)
+    return await final_scores_of_candidates(engines, candidates)
 
 
-async def final_scores_of_candidates(pair: Engines, candidates: Sequence[Candidate]) -> list[float | None]:
+async def final_scores_of_candidates(engines: Engines, candidates: Sequence[Candidate]) -> list[float | None]:
     """The PRM's last-step score of each candidate, a few hundred per engine call; None for one the PRM
     cannot read (a sample that filled the policy's context leaves no room for its step tags)."""
-    fits = [i for i, c in enumerate(candidates) if scored_length(c) <= pair.prm.max_model_len]
+    fits = [i for i, c in enumerate(candidates) if scored_length(c) <= engines.prm.max_model_len]
     scores: list[float | None] = [None] * len(candidates)
     for start in range(0, len(fits), CHUNK * 4):
         chunk = fits[start : start + CHUNK * 4]
-        result = await pair.prm.score([candidates[i] for i in chunk], f"eval-prm-{start}")
+        result = await engines.prm.score([candidates[i] for i in chunk], f"eval-prm-{start}")
         for i, row in zip(chunk, result.step_scores, strict=True):
             scores[i] = aggregate(row, "last")
     return scores
 
 
 async def _step_label_auroc(
-    pair: Engines, problems: Sequence[Problem], rollouts: int, seed: int
+    engines: Engines, problems: Sequence[Problem], rollouts: int, seed: int
 ) -> float | None:
     scores: list[float] = []
     labels: list[bool] = []
     for start in tqdm(range(0, len(problems), CHUNK), desc="step labels", unit="chunk", leave=False):
         sampling = Sampling(temperature=1.0, seed=seed + start, logprobs=False)
         labelled = await label_problems(
-            pair.policy, problems[start : start + CHUNK], 1, rollouts, sampling, f"lab-{start}"
+            engines.policy, problems[start : start + CHUNK], 1, rollouts, sampling, f"lab-{start}"
         )
         candidates = [
             Candidate(
-                tuple(pair.policy.encode(item.problem.prompt())),
-                tuple(tuple(pair.policy.encode_continuation(s)) for s in item.steps),
+                tuple(engines.policy.encode(item.problem.prompt())),
+                tuple(tuple(engines.policy.encode_continuation(s)) for s in item.steps),
             )
             for item in labelled
             if item.steps
         ]
-        result = await pair.prm.score(candidates, f"lab-prm-{start}")
+        result = await engines.prm.score(candidates, f"lab-prm-{start}")
         for item, step_scores in zip([i for i in labelled if i.steps], result.step_scores, strict=True):
             scores += step_scores
             labels += [(s or 0.0) > 0 for s in item.soft_labels]
@@ -113,18 +113,18 @@ def readable(scores: Sequence[float | None], labels: Sequence[T]) -> tuple[list[
 
 
 async def evaluate_tier(
-    pair: Engines, problems: Sequence[Problem], samples: int, label_rollouts: int, seed: int
+    engines: Engines, problems: Sequence[Problem], samples: int, label_rollouts: int, seed: int
 ) -> dict[str, Any]:
     greedy = await _solutions(
-        pair, problems, 1, Sampling(temperature=0.0, seed=seed, logprobs=False), "greedy"
+        engines, problems, 1, Sampling(temperature=0.0, seed=seed, logprobs=False), "greedy"
     )
     sampled = await _solutions(
-        pair, problems, samples, Sampling(temperature=1.0, seed=seed, logprobs=False), "sampled"
+        engines, problems, samples, Sampling(temperature=1.0, seed=seed, logprobs=False), "sampled"
     )
     correct_greedy = sum(row[0][1] for row in greedy)
     correct_samples = [ok for row in sampled for _, ok in row]
     solved_any = sum(any(ok for _, ok in row) for row in sampled)
-    last_scores = await _final_scores_of_samples(pair, problems, sampled)
+    last_scores = await _final_scores_of_samples(engines, problems, sampled)
     n = len(problems)
     greedy_ci = wilson_interval(correct_greedy, n)
     return {
@@ -134,7 +134,7 @@ async def evaluate_tier(
         "sampled_accuracy": sum(correct_samples) / len(correct_samples),
         f"pass_at_{samples}": solved_any / n,
         "prm_auroc_final": auroc(*readable(last_scores, correct_samples)),
-        "prm_auroc_steps": await _step_label_auroc(pair, problems, label_rollouts, seed + 7),
+        "prm_auroc_steps": await _step_label_auroc(engines, problems, label_rollouts, seed + 7),
     }
 
 
@@ -166,14 +166,14 @@ async def engine_throughput(
     }
 
 
-async def sampled_candidates(pair: Engines, prompts: int, n: int) -> list[Candidate]:
+async def sampled_candidates(engines: Engines, prompts: int, n: int) -> list[Candidate]:
     """n policy solutions (T=1.0, fixed seed) for each of the first `prompts` held-out tier-4 problems,
     split into steps as the PRM reads them."""
     problems = [countdown_problem(t) for t in load_eval_set(4, limit=prompts)]
-    ids = [pair.policy.encode(p.prompt()) for p in problems]
+    ids = [engines.policy.encode(p.prompt()) for p in problems]
     sampling = Sampling(temperature=1.0, seed=7, logprobs=False)
-    generation = await pair.policy.rollout(ids, n, sampling, "bench-prm-samples")
-    step_id = pair.policy.step_token_id
+    generation = await engines.policy.rollout(ids, n, sampling, "bench-prm-samples")
+    step_id = engines.policy.step_token_id
     return [
         Candidate(tuple(prompt), tuple(split_steps_ids(c.token_ids, step_id)))
         for prompt, row in zip(ids, generation.continuations, strict=True)
@@ -181,15 +181,17 @@ async def sampled_candidates(pair: Engines, prompts: int, n: int) -> list[Candid
     ]
 
 
-async def prm_throughput(pair: Engines, prompts: int = 16, n: int = 16, repeats: int = 3) -> dict[str, Any]:
+async def prm_throughput(
+    engines: Engines, prompts: int = 16, n: int = 16, repeats: int = 3
+) -> dict[str, Any]:
     """Scored tokens per second: the PRM reading 16 prompts x n=16 sampled solutions at once, median of
     repeats after one unmeasured pass (the CPU backend's first calls pay one-off kernel set-up)."""
-    candidates = await sampled_candidates(pair, prompts, n)
-    await pair.prm.score(candidates, "bench-prm-warmup")
+    candidates = await sampled_candidates(engines, prompts, n)
+    await engines.prm.score(candidates, "bench-prm-warmup")
     rates, tokens = [], []
     for r in range(repeats):
         started = time.perf_counter()
-        scores = await pair.prm.score(candidates, f"bench-prm-{r}")
+        scores = await engines.prm.score(candidates, f"bench-prm-{r}")
         rates.append(scores.usage.scored_tokens / (time.perf_counter() - started))
         tokens.append(scores.usage.scored_tokens)
     return {
@@ -204,7 +206,7 @@ async def prm_throughput(pair: Engines, prompts: int = 16, n: int = 16, repeats:
 
 
 async def evaluate_pair(
-    pair: Engines,
+    engines: Engines,
     tiers: Sequence[int],
     problems_per_tier: int,
     samples: int,
@@ -215,10 +217,10 @@ async def evaluate_pair(
     report: dict[str, Any] = {}
     for tier in tiers:
         problems = [countdown_problem(t) for t in load_eval_set(tier, limit=problems_per_tier)]
-        report[str(tier)] = await evaluate_tier(pair, problems, samples, label_rollouts, seed)
+        report[str(tier)] = await evaluate_tier(engines, problems, samples, label_rollouts, seed)
         tqdm.write(f"tier {tier}: {json.dumps(report[str(tier)])}")
     if benchmark:
-        report.update(await engine_throughput(pair.policy))
+        report.update(await engine_throughput(engines.policy))
     return report
 
 
@@ -226,11 +228,11 @@ def card_metrics(recipe: dict[str, Any], out: Path) -> dict[str, Any]:
     """Quick held-out metrics of a freshly trained pair (`ponder train`'s card stage records them in both
     checkpoints' cards), also written to OUT/eval.json."""
     table = recipe["eval"]
-    pair = Engines.start(EngineSettings(models=out))
+    engines = Engines.start(EngineSettings(models=out))
     try:
         report = asyncio.run(
             evaluate_pair(
-                pair,
+                engines,
                 (3, 4, 5),
                 int(table["problems_per_tier"]),
                 int(table["samples"]),
@@ -239,7 +241,7 @@ def card_metrics(recipe: dict[str, Any], out: Path) -> dict[str, Any]:
             )
         )
     finally:
-        pair.shutdown()
+        engines.shutdown()
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -284,12 +286,12 @@ def foundation_results(
     models: Path, out: Path, problems_per_tier: int, samples: int, label_rollouts: int
 ) -> dict[str, Any]:
     """`ponder eval foundation`: the committed results/foundation.json."""
-    pair = Engines.start(EngineSettings(models=models))
+    engines = Engines.start(EngineSettings(models=models))
     try:
         started = time.time()
-        report = asyncio.run(evaluate_pair(pair, (3, 4, 5), problems_per_tier, samples, label_rollouts))
+        report = asyncio.run(evaluate_pair(engines, (3, 4, 5), problems_per_tier, samples, label_rollouts))
     finally:
-        pair.shutdown()
+        engines.shutdown()
     report["models"] = str(models)
     report["eval_seconds"] = round(time.time() - started, 1)
     report["command"] = (

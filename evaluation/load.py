@@ -118,12 +118,12 @@ def summary(tally: Tally, wall: float) -> dict[str, Any]:
     }
 
 
-async def run_direct(pair: Engines, requests: int, concurrency: int, budget: int) -> dict[str, Any]:
+async def run_direct(engines: Engines, requests: int, concurrency: int, budget: int) -> dict[str, Any]:
     """Best-of-N through the `Controller` in this process, no HTTP: what the server's layer costs."""
     from engines.base import Sampling
     from searchers.controller import Controller, SearchRequest
 
-    controller = Controller(pair.policy, pair.prm)
+    controller = Controller(engines.policy, engines.prm)
     prompts = [t.prompt.strip() for t in load_eval_set(4)]
     gate = asyncio.Semaphore(concurrency)
     tally = Tally()
@@ -131,7 +131,7 @@ async def run_direct(pair: Engines, requests: int, concurrency: int, budget: int
     async def one(i: int) -> None:
         prompt = prompts[i % len(prompts)]  # rendered as the server renders a chat request
         request = SearchRequest(
-            prompt_ids=tuple(pair.policy.render_chat([{"role": "user", "content": prompt}])),
+            prompt_ids=tuple(engines.policy.render_chat([{"role": "user", "content": prompt}])),
             prompt_text=prompt,
             request_id=f"load-direct-{i}",
             strategy="best_of_n",
@@ -160,16 +160,16 @@ def free_port() -> int:
 
 
 async def serve_and_load(
-    pair: Engines, models: Path, requests: int, concurrency: int, budget: int, breakdown: bool
+    engines: Engines, models: Path, requests: int, concurrency: int, budget: int, breakdown: bool
 ) -> dict[str, Any]:
     import uvicorn
 
     from server.main import create_app
     from server.settings import ServerSettings
 
-    raw = float((await engine_throughput(pair.policy))["engine_generated_tokens_per_s"])
+    raw = float((await engine_throughput(engines.policy))["engine_generated_tokens_per_s"])
     widest = concurrency * 4 if breakdown else concurrency
-    app = create_app(ServerSettings(models=models, max_running=widest), pair.policy, pair.prm)
+    app = create_app(ServerSettings(models=models, max_running=widest), engines.policy, engines.prm)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
@@ -192,7 +192,7 @@ async def serve_and_load(
         server.should_exit = True
         await serving
     if breakdown:
-        extra["best_of_n_direct"] = await run_direct(pair, requests, concurrency, budget)
+        extra["best_of_n_direct"] = await run_direct(engines, requests, concurrency, budget)
     for run in (mixed, best_of_n, *extra.values()):
         run["raw_engine_tokens_per_s"] = raw
         run["share_of_raw"] = round(run["generated_tokens_per_s"] / raw, 3)
@@ -203,11 +203,11 @@ async def serve_and_load(
 def load_results(
     models: Path, out: Path, requests: int, concurrency: int, budget: int, breakdown: bool = True
 ) -> dict[str, Any]:
-    pair = Engines.start(EngineSettings(models=models))
+    engines = Engines.start(EngineSettings(models=models))
     try:
-        report = asyncio.run(serve_and_load(pair, models, requests, concurrency, budget, breakdown))
+        report = asyncio.run(serve_and_load(engines, models, requests, concurrency, budget, breakdown))
     finally:
-        pair.shutdown()
+        engines.shutdown()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     return report

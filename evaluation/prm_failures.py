@@ -67,31 +67,31 @@ def breakdown(kinds: Sequence[str], scores: Sequence[float]) -> dict[str, dict[s
 
 
 async def _sample_and_score(
-    pair: Engines, problems: Sequence[Problem], samples: int, seed: int
+    engines: Engines, problems: Sequence[Problem], samples: int, seed: int
 ) -> tuple[list[str], list[float], int]:
     """The kind and last-step score of each sampled solution the PRM can read, and how many it cannot."""
-    prompts = [pair.policy.encode(p.prompt()) for p in problems]
+    prompts = [engines.policy.encode(p.prompt()) for p in problems]
     sampling = Sampling(temperature=1.0, seed=seed, logprobs=False)
-    drawn = await pair.policy.rollout(prompts, samples, sampling, "prm-failures")
+    drawn = await engines.policy.rollout(prompts, samples, sampling, "prm-failures")
     kinds: list[str] = []
     candidates: list[Candidate] = []
     for problem, prompt, row in zip(problems, prompts, drawn.continuations, strict=True):
         for sample in row:
             kinds.append(failure_kind(problem, sample.text))
-            steps = tuple(split_steps_ids(sample.token_ids, pair.policy.step_token_id))
+            steps = tuple(split_steps_ids(sample.token_ids, engines.policy.step_token_id))
             candidates.append(Candidate(tuple(prompt), steps))
-    scores, read = readable(await final_scores_of_candidates(pair, candidates), kinds)
+    scores, read = readable(await final_scores_of_candidates(engines, candidates), kinds)
     return read, scores, len(kinds) - len(read)
 
 
 def prm_failure_results(models: Path, out: Path, tier: int, problems: int, samples: int) -> dict[str, Any]:
     chosen = [countdown_problem(t) for t in load_eval_set(tier, limit=problems)]
-    pair = Engines.start(EngineSettings(models=models))
+    engines = Engines.start(EngineSettings(models=models))
     try:
         started = time.time()
-        kinds, scores, too_long = asyncio.run(_sample_and_score(pair, chosen, samples, seed=11))
+        kinds, scores, too_long = asyncio.run(_sample_and_score(engines, chosen, samples, seed=11))
     finally:
-        pair.shutdown()
+        engines.shutdown()
     report = {
         "tier": tier,
         "problems": len(chosen),

@@ -161,11 +161,13 @@ def remote_overhead(
     kv = 1.0  # the same KV cache on both sides
     settings = EngineSettings(models=models, kv_cache_gib=kv)
     policy_spec, prm_spec = settings.policy_spec(), settings.prm_spec()
-    pair = Engines.start(settings)
+    engines = Engines.start(settings)
     try:
-        local = asyncio.run(measure(pair.policy, pair.prm, searches, concurrency, budget, accuracy_problems))
+        local = asyncio.run(
+            measure(engines.policy, engines.prm, searches, concurrency, budget, accuracy_problems)
+        )
     finally:
-        pair.shutdown()
+        engines.shutdown()
 
     logs = tempfile.mkdtemp(prefix="ponder-bench-remote-")
     cores = dict(zip(("policy", "prm"), engine_cores(), strict=True))  # the cores the pair had

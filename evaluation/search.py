@@ -41,16 +41,16 @@ def search_results(
 ) -> dict[str, Any]:
     tasks = load_eval_set(tier, limit=problems)
     entries = [e for e in SWEEP_ENTRIES if labels is None or e.label in labels]
-    pair = Engines.start(EngineSettings(models=models))
+    engines = Engines.start(EngineSettings(models=models))
     started = time.time()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         log_path = out.with_name(out.stem + "-progress.jsonl")
         log_path.unlink(missing_ok=True)
-        run = asyncio.run(sweep(pair, tasks, entries, multiples, concurrency, temperature, log_path))
+        run = asyncio.run(sweep(engines, tasks, entries, multiples, concurrency, temperature, log_path))
         log_path.unlink(missing_ok=True)
     finally:
-        pair.shutdown()
+        engines.shutdown()
     meta = {
         "models": str(models),
         "tier": tier,
@@ -82,11 +82,11 @@ def rerun_auto(models: Path, out: Path, concurrency: int, table_out: Path | None
         temperature=float(meta["temperature"]),
         engine_tps=float(meta["engine_generated_tokens_per_s"]),
     )
-    pair = Engines.start(EngineSettings(models=models))
+    engines = Engines.start(EngineSettings(models=models))
     try:
-        auto_points, auto_results = asyncio.run(measure_auto(pair, tasks, fit, multiples, settings))
+        auto_points, auto_results = asyncio.run(measure_auto(engines, tasks, fit, multiples, settings))
     finally:
-        pair.shutdown()
+        engines.shutdown()
     points = [p for p in read_points(out) if p.strategy != "auto"] + auto_points
     write_outputs(out, points, kept + auto_results, probe, meta)
     if table_out is not None:

@@ -70,9 +70,9 @@ class SweepRun:
     engine_tps: float
 
 
-def make_controller(pair: Engines, table: AutoTable | None = None) -> Controller:
+def make_controller(engines: Engines, table: AutoTable | None = None) -> Controller:
     searchers = default_searchers(table)
-    return Controller(pair.policy, pair.prm, Limits(max_budget=1_000_000), searchers)
+    return Controller(engines.policy, engines.prm, Limits(max_budget=1_000_000), searchers)
 
 
 async def solve(
@@ -173,7 +173,7 @@ def _greedy_result(task: Task, found: SearchResult) -> ProblemResult:
 
 
 async def measure_auto(
-    pair: Engines,
+    engines: Engines,
     tasks: Sequence[Task],
     fit: FitInputs,
     multiples: Sequence[float],
@@ -187,7 +187,7 @@ async def measure_auto(
         point_results: list[ProblemResult] = []
         wall = 0.0
         for half, table in zip(halves, tables, strict=True):
-            found, seconds = await run_point(make_controller(pair, table), half, AUTO, multiple, settings)
+            found, seconds = await run_point(make_controller(engines, table), half, AUTO, multiple, settings)
             point_results += found
             wall += seconds
         points.append(summarize(point_results, wall, settings.engine_tps, settings.unit))
@@ -196,7 +196,7 @@ async def measure_auto(
 
 
 async def sweep(
-    pair: Engines,
+    engines: Engines,
     tasks: Sequence[Task],
     entries: Sequence[SweepEntry],
     multiples: Sequence[float],
@@ -206,9 +206,9 @@ async def sweep(
 ) -> SweepRun:
     """All points; each entry's is also appended to `log_path` as it completes (a long run keeps its
     progress)."""
-    bench = await engine_throughput(pair.policy)
+    bench = await engine_throughput(engines.policy)
     engine_tps = float(bench["engine_generated_tokens_per_s"])
-    controller = make_controller(pair)
+    controller = make_controller(engines)
     greedy = await greedy_reference(controller, tasks)
     settings = RunSettings(
         unit=greedy.unit, concurrency=concurrency, temperature=temperature, engine_tps=engine_tps
@@ -222,7 +222,7 @@ async def sweep(
             results += found
             _log_point(points[-1], log_path)
     fit = FitInputs.from_results(results, greedy.probe)
-    auto_points, auto_results = await measure_auto(pair, tasks, fit, multiples, settings)
+    auto_points, auto_results = await measure_auto(engines, tasks, fit, multiples, settings)
     return SweepRun(
         points=points + auto_points,
         results=results + auto_results,

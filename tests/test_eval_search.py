@@ -112,8 +112,8 @@ async def test_the_sweep_runs_on_fake_engines_and_its_reports_read_back(tmp_path
     tasks = load_eval_set(4, limit=6)
     entries = [e for e in SWEEP_ENTRIES if e.label in ("majority_vote", "beam")]
     log_path = tmp_path / "progress.jsonl"
-    pair = Engines(FakeEngine(), FakePRM())
-    run = await sweep(pair, tasks, entries, [1.0, 4.0], concurrency=3, temperature=0.8, log_path=log_path)
+    engines = Engines(FakeEngine(), FakePRM())
+    run = await sweep(engines, tasks, entries, [1.0, 4.0], concurrency=3, temperature=0.8, log_path=log_path)
     lines = ["greedy", "majority_vote", "majority_vote", "beam", "beam", "auto", "auto"]
     assert [p.strategy for p in run.points] == lines
     assert [p.budget_multiple for p in run.points] == [1.0, 1.0, 4.0, 1.0, 4.0, 1.0, 4.0]

@@ -51,8 +51,8 @@ async def test_the_prm_benchmark_reads_every_sampled_solution() -> None:
     from evaluation.foundation import prm_throughput
     from server.engines import Engines
 
-    pair = Engines(FakeEngine(), FakePRM())
-    report = await prm_throughput(pair, prompts=3, n=4, repeats=2)
+    engines = Engines(FakeEngine(), FakePRM())
+    report = await prm_throughput(engines, prompts=3, n=4, repeats=2)
     bench = report["prm_benchmark"]
     assert bench["candidates"] == 12 and bench["repeats"] == 2
     assert bench["scored_tokens"][0] == bench["scored_tokens"][1] > 12  # prompt and steps, every time
@@ -64,15 +64,15 @@ async def test_the_policy_runs_beside_a_prm_kept_busy_until_it_finishes() -> Non
     from evaluation.foundation import sampled_candidates
     from server.engines import Engines
 
-    pair = Engines(FakeEngine(), FakePRM())
-    candidates = await sampled_candidates(pair, prompts=2, n=2)
+    engines = Engines(FakeEngine(), FakePRM())
+    candidates = await sampled_candidates(engines, prompts=2, n=2)
 
     async def work() -> float:
         await asyncio.sleep(0.05)
         return 7.0
 
     running_before = asyncio.all_tasks()
-    result, prm_rate = await beside_busy_prm(pair.prm, candidates, work(), "t")
+    result, prm_rate = await beside_busy_prm(engines.prm, candidates, work(), "t")
     assert result == 7.0 and prm_rate > 0
     # The PRM's keep-busy task ended with the work (other tests' tasks on the shared loop are not ours).
     assert asyncio.all_tasks() - running_before == set()
@@ -82,8 +82,8 @@ async def test_the_width_curve_has_a_point_per_width_and_a_plot(tmp_path: Path) 
     from evaluation.engine_curve import engine_curve, plot_engine_curve
     from server.engines import Engines
 
-    pair = Engines(FakeEngine(), FakePRM())
-    curve = await engine_curve(pair, widths=(4, 32), repeats=1)
+    engines = Engines(FakeEngine(), FakePRM())
+    curve = await engine_curve(engines, widths=(4, 32), repeats=1)
     assert [p["sequences"] for p in curve] == [4, 32]
     assert all(p["generated_tokens_per_s"] > 0 and p["generated_tokens_per_s_prm_busy"] > 0 for p in curve)
     path = plot_engine_curve(curve, tmp_path / "engine-width.png")
