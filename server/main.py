@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -63,11 +62,11 @@ def create_app(config: ServerConfig, policy: PolicyEngine, prm: StepVerifier | N
     )
 
     async def health() -> dict[str, bool]:
-        engines: dict[str, Any] = {"policy": policy, "prm": prm}
+        engines: dict[str, PolicyEngine | StepVerifier | None] = {"policy": policy, "prm": prm}
         present = {name: engine for name, engine in engines.items() if engine is not None}
         # Remote engines probe their replicas' /health (and mark them up or down); in-process ones know.
-        await asyncio.gather(*(e.probe() for e in present.values() if hasattr(e, "probe")))
-        return {name: bool(getattr(engine, "is_healthy", True)) for name, engine in present.items()}
+        await asyncio.gather(*(engine.probe() for engine in present.values()))
+        return {name: engine.is_healthy for name, engine in present.items()}
 
     return build_app(service, health, config.api_key)
 
