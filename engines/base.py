@@ -111,3 +111,11 @@ class PolicyEngine(Protocol):
     ) -> Generation: ...
 
     async def abort(self, request_id: str) -> None: ...
+
+    @property
+    def is_healthy(self) -> bool:
+        """False once the engine cannot serve: an in-process engine died, or no remote replica answers."""
+
+    async def probe(self) -> dict[str, bool]:
+        """Check health now: a remote engine asks each replica (url -> up) and updates `is_healthy`;
+        an in-process engine knows its health without asking and returns {}."""

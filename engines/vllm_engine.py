@@ -190,6 +190,9 @@ class VLLMPolicyEngine(PolicyText):
     def is_healthy(self) -> bool:
         return not self.engine.errored
 
+    async def probe(self) -> dict[str, bool]:
+        return {}  # in-process: `is_healthy` is always current, there is no replica to ask
+
     # --- generation -------------------------------------------------------------------------------
     async def expand(
         self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, request_id: str

@@ -27,6 +27,7 @@ from searchers.base import (
     Knobs,
     SearchContext,
     Searcher,
+    SearcherDefaults,
     SearchResult,
     Trace,
     best_by_value,
@@ -77,7 +78,7 @@ class AutoKnobs(Knobs):
     )
 
 
-class Auto:
+class Auto(SearcherDefaults):
     name: ClassVar[str] = "auto"
     Knobs: ClassVar[type[AutoKnobs]] = AutoKnobs
 

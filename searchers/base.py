@@ -2,7 +2,8 @@
 
 Contract:
 - A searcher is an object with a `name`, a pydantic `Knobs` model (its explicit settings; unknown ones
-  are refused) and `async run(ctx, knobs) -> SearchResult`. It reads `ctx.budget` to size its rounds,
+  are refused), `needs_prm(knobs)`, `needs_checker(knobs)` (`SearcherDefaults` says no) and
+  `async run(ctx, knobs) -> SearchResult`. It reads `ctx.budget` to size its rounds,
   calls only `ctx.policy` / `ctx.verifier` (the metered adapters, which charge the budget), and when
   one of them raises `SearchStopped` it returns its best answer so far with that stop reason.
 - A `Trace` is a (partial) solution after the prompt, as the token ids of each step; the next prefix is
@@ -137,7 +138,18 @@ class Searcher(Protocol):
 
     def needs_prm(self, knobs: Any) -> bool: ...
 
+    def needs_checker(self, knobs: Any) -> bool:
+        """Whether these knobs grade answers with the task's exact checker (only some tasks have one);
+        `SearcherDefaults` says no."""
+
     async def run(self, ctx: SearchContext, knobs: Any) -> SearchResult: ...
+
+
+class SearcherDefaults:
+    """The `Searcher` protocol's defaults, for a searcher to inherit where it has nothing to say."""
+
+    def needs_checker(self, knobs: Any) -> bool:
+        return False
 
 
 async def score(ctx: SearchContext, traces: Sequence[Trace]) -> list[Trace]:

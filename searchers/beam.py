@@ -24,6 +24,7 @@ from searchers.base import (
     COST_MARGIN,
     Knobs,
     SearchContext,
+    SearcherDefaults,
     SearchResult,
     Trace,
     best_by_value,
@@ -45,7 +46,7 @@ class Branch:
     group: int  # the subtree (DVTS) it belongs to; always 0 for plain beam search
 
 
-class Beam:
+class Beam(SearcherDefaults):
     Knobs: ClassVar[type[BeamKnobs]] = BeamKnobs
 
     def __init__(self, diverse: bool = False) -> None:

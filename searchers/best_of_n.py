@@ -52,7 +52,7 @@ class BestOfN:
     def needs_prm(self, knobs: BestOfNKnobs) -> bool:
         return knobs.select in ("prm", "weighted_vote")
 
-    def needs_outcome(self, knobs: BestOfNKnobs) -> bool:
+    def needs_checker(self, knobs: BestOfNKnobs) -> bool:
         return knobs.select == "outcome"
 
     async def run(self, ctx: SearchContext, knobs: BestOfNKnobs) -> SearchResult:

@@ -119,12 +119,7 @@ class Controller:
             )
         if self.verifier is None and searcher.needs_prm(knobs):
             raise InvalidSearch(f"strategy {name} needs a PRM and this server has none", "search.strategy")
-        needs_outcome = getattr(searcher, "needs_outcome", None)
-        if (
-            needs_outcome is not None
-            and needs_outcome(knobs)
-            and task_tools(request.prompt_text).checker is None
-        ):
+        if searcher.needs_checker(knobs) and task_tools(request.prompt_text).checker is None:
             raise InvalidSearch(
                 f"these {name} knobs grade answers with an exact checker, which only tasks such as "
                 "Countdown have; use the PRM instead",

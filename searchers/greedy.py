@@ -9,14 +9,14 @@ from dataclasses import replace
 from typing import ClassVar
 
 from engines.budget import SearchStopped, StopReason
-from searchers.base import Knobs, SearchContext, SearchResult, Trace, result
+from searchers.base import Knobs, SearchContext, SearcherDefaults, SearchResult, Trace, result
 
 
 class GreedyKnobs(Knobs):
     pass
 
 
-class Greedy:
+class Greedy(SearcherDefaults):
     name: ClassVar[str] = "greedy"
     Knobs: ClassVar[type[GreedyKnobs]] = GreedyKnobs
 

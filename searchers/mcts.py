@@ -117,7 +117,7 @@ class MCTS:
         # Only rollouts graded by the environment verifier do without it (where the task has one).
         return not (knobs.evaluation == "rollout" and knobs.use_outcome)
 
-    def needs_outcome(self, knobs: MCTSKnobs) -> bool:
+    def needs_checker(self, knobs: MCTSKnobs) -> bool:
         return not self.needs_prm(knobs)
 
     async def run(self, ctx: SearchContext, knobs: MCTSKnobs) -> SearchResult:

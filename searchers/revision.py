@@ -37,6 +37,7 @@ from searchers.base import (
     COST_MARGIN,
     Knobs,
     SearchContext,
+    SearcherDefaults,
     SearchResult,
     Trace,
     best_by_value,
@@ -117,7 +118,7 @@ class Pace:
         return (new_tokens + scoring) * COST_MARGIN
 
 
-class Revision:
+class Revision(SearcherDefaults):
     name: ClassVar[str] = "revision"
     Knobs: ClassVar[type[RevisionKnobs]] = RevisionKnobs
 

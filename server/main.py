@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -38,11 +37,11 @@ def create_app(settings: ServerSettings, policy: PolicyEngine, prm: StepVerifier
     service = SearchService(controller, metrics, admission, settings.model_name)
 
     async def health() -> dict[str, bool]:
-        engines: dict[str, Any] = {"policy": policy, "prm": prm}
+        engines: dict[str, PolicyEngine | StepVerifier | None] = {"policy": policy, "prm": prm}
         present = {name: engine for name, engine in engines.items() if engine is not None}
         # Remote engines probe their replicas' /health (and mark them up or down); in-process ones know.
-        await asyncio.gather(*(e.probe() for e in present.values() if hasattr(e, "probe")))
-        return {name: bool(getattr(engine, "is_healthy", True)) for name, engine in present.items()}
+        await asyncio.gather(*(engine.probe() for engine in present.values()))
+        return {name: engine.is_healthy for name, engine in present.items()}
 
     return build_app(service, health, settings.api_key)
 

@@ -94,8 +94,8 @@ class SearchService:
         return suffix or options.strategy
 
     def engines_healthy(self) -> bool:
-        engines = (self.controller.policy, self.controller.verifier)
-        return all(getattr(engine, "is_healthy", True) for engine in engines if engine is not None)
+        verifier = self.controller.verifier
+        return self.controller.policy.is_healthy and (verifier is None or verifier.is_healthy)
 
     def strategy_name(self, request: AnyRequest) -> str:
         """The strategy this request will run (404 for an unknown model), for logs and metrics."""

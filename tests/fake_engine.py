@@ -39,6 +39,10 @@ class FakeEngine:
         self.cached_blocks: set[tuple[int, ...]] = set()
         self.aborted: set[str] = set()
         self.calls = 0
+        self.is_healthy = True  # tests set it False to play a dead engine
+
+    async def probe(self) -> dict[str, bool]:
+        return {}  # in-process: nothing to ask
 
     def encode(self, text: str) -> list[int]:
         return [self.bos_token_id, *self.tokenizer.encode(text, add_special_tokens=False)]

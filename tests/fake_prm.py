@@ -26,6 +26,10 @@ class FakePRM:
         self.seed = seed
         self.calls = 0
         self.aborted: set[str] = set()
+        self.is_healthy = True  # tests set it False to play a dead PRM
+
+    async def probe(self) -> dict[str, bool]:
+        return {}  # in-process: nothing to ask
 
     async def score(self, candidates: Sequence[Candidate], request_id: str) -> Scores:
         self.calls += 1

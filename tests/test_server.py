@@ -194,7 +194,7 @@ async def test_health_reports_a_dead_engine() -> None:
     engine = FakeEngine()
     async with client(engine=engine) as c:
         assert (await c.get("/health")).status_code == 200
-        engine.is_healthy = False  # type: ignore[attr-defined]
+        engine.is_healthy = False
         r = await c.get("/health")
     assert r.status_code == 503 and r.json()["engines"]["policy"] is False
 

@@ -37,6 +37,13 @@ class TransformersPRM:
         self.max_model_len = int(self.model.config.max_position_embeddings)
         self.batch_size = batch_size
 
+    @property
+    def is_healthy(self) -> bool:
+        return True  # a forward pass in this process: no engine that could die
+
+    async def probe(self) -> dict[str, bool]:
+        return {}  # in-process: nothing to ask
+
     @torch.no_grad()
     def score_ids(self, sequences: Sequence[Sequence[int]]) -> list[list[float]]:
         results: list[list[float]] = []

@@ -55,3 +55,11 @@ class StepVerifier(Protocol):
     async def score(self, candidates: Sequence[Candidate], request_id: str) -> Scores: ...
 
     async def abort(self, request_id: str) -> None: ...
+
+    @property
+    def is_healthy(self) -> bool:
+        """False once the PRM cannot serve: an in-process engine died, or no remote replica answers."""
+
+    async def probe(self) -> dict[str, bool]:
+        """Check health now: a remote PRM asks each replica (url -> up) and updates `is_healthy`;
+        an in-process one knows its health without asking and returns {}."""

@@ -66,6 +66,9 @@ class VLLMPRM:
     def is_healthy(self) -> bool:
         return not self.engine.errored
 
+    async def probe(self) -> dict[str, bool]:
+        return {}  # in-process: `is_healthy` is always current, there is no replica to ask
+
     async def score(self, candidates: Sequence[Candidate], request_id: str) -> Scores:
         inputs = [prm_input_ids(c.prompt_ids, c.steps, self.step_tag_id) for c in candidates]
         # A pooled prompt may fill the whole context: nothing is generated after it.
