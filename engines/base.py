@@ -91,7 +91,6 @@ class PolicyEngine(Protocol):
 
     spec: PolicySpec  # what the model's checkpoint says about its steps, limits and prompts
     eos_token_id: int
-    step_token_id: int
     max_model_len: int  # the context: a prefix and its continuation fit in it
 
     def encode(self, text: str) -> list[int]: ...
@@ -99,6 +98,9 @@ class PolicyEngine(Protocol):
     def encode_continuation(self, text: str) -> list[int]: ...
 
     def decode(self, token_ids: Sequence[int]) -> str: ...
+
+    def split_steps(self, token_ids: Sequence[int]) -> list[tuple[int, ...]]:
+        """A completion's token ids cut after each step delimiter (`engines.steps`)."""
 
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]: ...
 

@@ -25,9 +25,8 @@ class MeteredPolicy:
         self.budget = budget
         self.request_id = request_id
 
-    @property
-    def step_token_id(self) -> int:
-        return self.engine.step_token_id
+    def split_steps(self, token_ids: Sequence[int]) -> list[tuple[int, ...]]:
+        return self.engine.split_steps(token_ids)
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.engine.decode(token_ids)

@@ -150,7 +150,7 @@ class RemotePolicyEngine(PolicyText):
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_step_tokens if until_step else sampling.max_tokens,
-            "stop_token_ids": [self.step_token_id] if until_step else [],
+            **(self.steps.stop_kwargs() if until_step else {}),
             "skip_special_tokens": True,
             "return_token_ids": True,
         }

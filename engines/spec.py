@@ -4,12 +4,13 @@ Contract:
 - `PolicySpec` says how the policy writes a solution: the step delimiter (the unit of search and of PRM
   scoring), the longest step and the longest solution in tokens, and how prompts are rendered (the
   tokenizer's chat template, or the last user message as a plain completion prompt, optionally after a
-  system prompt). `PRMSpec` says how the PRM reads one: its input format, the step tag it reads a verdict
-  at and the two verdict tokens compared there.
+  system prompt). `PRMSpec` says how the PRM reads one: its input format (ours, Qwen2.5-Math-PRM's or
+  Math-Shepherd's), the step tag it reads a verdict at and the two verdict tokens compared there.
 - Each is read from `ponder_spec.json` in its checkpoint directory (`read_policy_spec`, `read_prm_spec`;
   Ponder's own training writes it) and any field can be overridden (the command line does). A policy
-  without the file gets defaults that suit chat models; a PRM without it must be told its tokens, since
-  no default could be right for an unknown PRM.
+  without the file gets defaults that suit chat models. A PRM without it is read by the format its
+  architecture names (`Qwen2ForProcessRewardModel`: qwen) or the one it is told (`--prm-format`), with
+  that format's model-card defaults (its tag and verdict tokens, its system prompt).
 - `split_steps_ids` cuts a completion's token ids into steps: the one definition of "a step" that the
   engines, the searchers and the PRM adapters share.
 
@@ -20,16 +21,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 SPEC_FILE = "ponder_spec.json"
 PromptFormat = Literal["chat_template", "plain"]
-PRMFormat = Literal["ponder"]
+PRMFormat = Literal["ponder", "qwen", "math-shepherd"]
 PROMPT_FORMATS: tuple[str, ...] = ("chat_template", "plain")
-PRM_FORMATS: tuple[str, ...] = ("ponder",)
-Spec = TypeVar("Spec", "PolicySpec", "PRMSpec")
+PRM_FORMATS: tuple[str, ...] = ("ponder", "qwen", "math-shepherd")
+QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+# What each public format's model card fixes; a spec file or the command line may still override them.
+FORMAT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ponder": {},
+    "qwen": {"step_tag": "<extra_0>", "system_prompt": QWEN_PRM_SYSTEM},
+    "math-shepherd": {"step_tag": "ки", "good_token": "+", "bad_token": "-"},
+}
+# Architectures that name their format: a PRM directory without a spec file is read by it.
+ARCHITECTURE_FORMATS = {"Qwen2ForProcessRewardModel": "qwen"}
 
 
 class SpecError(ValueError):
@@ -60,21 +69,43 @@ class PolicySpec:
 
 @dataclass(frozen=True)
 class PRMSpec:
-    """A PRM that reads `prompt, step, tag, step, tag, ...` and, at each tag, compares the logits of its
-    two verdict tokens: P(step good) = softmax([good, bad])[good] (Math-Shepherd's reading)."""
+    """How a PRM reads a solution and where it gives its verdicts (`verifiers.prm_format` renders it).
 
-    step_tag: str
-    good_token: str
-    bad_token: str
+    - `ponder`: a causal LM reading the policy's own token ids (prompt, then each step followed by the
+      `step_tag` token); P(good) = softmax over the logits of `good_token` and `bad_token` at each tag.
+      It shares the policy's vocabulary, so its inputs extend the policy's prefixes token for token.
+    - `qwen` (Qwen2.5-Math-PRM, `Qwen2ForProcessRewardModel`): its chat template with `system_prompt`,
+      the question as the user turn, the steps joined by `step_tag` (`<extra_0>`) with one after the
+      last as the assistant turn; P(good) = the 2-class head's probability of class 1 at each tag.
+    - `math-shepherd`: the question, a space, then the steps each followed by " " + `step_tag` (`ки`),
+      one per line; P(good) = softmax over the logits of `good_token` (`+`) and `bad_token` (`-`).
+    """
+
     format: PRMFormat = "ponder"
+    step_tag: str | None = None
+    good_token: str | None = None
+    bad_token: str | None = None
+    system_prompt: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in PRM_FORMATS:
             raise SpecError(f"unknown PRM format {self.format!r}; valid: {', '.join(PRM_FORMATS)}")
-        if len({self.step_tag, self.good_token, self.bad_token}) < 3 or not all(
-            (self.step_tag, self.good_token, self.bad_token)
-        ):
-            raise SpecError("the PRM's step tag and its two verdict tokens must be three different tokens")
+        if not self.step_tag:
+            raise SpecError(f"a {self.format} PRM needs its step tag")
+        if self.format != "qwen":
+            tokens = (self.step_tag, self.good_token, self.bad_token)
+            if not all(tokens) or len(set(tokens)) < 3:
+                raise SpecError(
+                    f"a {self.format} PRM's step tag and two verdict tokens must be three different tokens"
+                )
+
+    @classmethod
+    def of_format(cls, format: str, **fields: Any) -> PRMSpec:
+        """A spec of `format`, its model card's defaults filled in where `fields` gives none."""
+        if format not in FORMAT_DEFAULTS:
+            raise SpecError(f"unknown PRM format {format!r}; valid: {', '.join(PRM_FORMATS)}")
+        chosen = {**FORMAT_DEFAULTS[format], **{k: v for k, v in fields.items() if v is not None}}
+        return cls(format=format, **chosen)  # type: ignore[arg-type]
 
 
 def write_spec(directory: Path, spec: PolicySpec | PRMSpec) -> None:
@@ -84,34 +115,71 @@ def write_spec(directory: Path, spec: PolicySpec | PRMSpec) -> None:
 
 def read_policy_spec(directory: str | Path, **overrides: Any) -> PolicySpec:
     """The policy's spec: its file's fields (defaults where it has none), then the non-None overrides."""
-    return _read(PolicySpec, directory, overrides)
+    return PolicySpec(**recorded_fields(PolicySpec, directory, overrides))
 
 
 def read_prm_spec(directory: str | Path, **overrides: Any) -> PRMSpec:
-    """The PRM's spec: its file's fields, then the non-None overrides; it fails with the fields it lacks."""
-    return _read(PRMSpec, directory, overrides)
+    """The PRM's spec: its file's fields, else the format its architecture names, then the non-None
+    overrides, with the format's model-card defaults where neither gives a field."""
+    chosen = recorded_fields(PRMSpec, directory, overrides)
+    format = chosen.pop("format", None) or architecture_format(Path(directory))
+    if format is None:
+        raise SpecError(
+            f"{directory}: no {SPEC_FILE} and no known PRM architecture; name its format "
+            f"({', '.join(PRM_FORMATS)}) with --prm-format, and its tokens where the format has no default"
+        )
+    return PRMSpec.of_format(format, **chosen)
 
 
-def _read(kind: type[Spec], directory: str | Path, overrides: dict[str, Any]) -> Spec:
+def recorded_fields(kind: type[Any], directory: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A spec's fields from its checkpoint's file, with the non-None overrides on top."""
     path = Path(directory) / SPEC_FILE
     recorded: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     names = {f.name for f in fields(kind)}
     unknown = sorted(set(recorded) - names) + sorted(set(overrides) - names)
     if unknown:
         raise SpecError(f"{path}: unknown {kind.__name__} fields {unknown}; valid: {sorted(names)}")
-    chosen = {**recorded, **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        return kind(**chosen)
-    except TypeError as error:  # a required field neither recorded nor given
+    return {**recorded, **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def architecture_format(directory: Path) -> str | None:
+    config = directory / "config.json"
+    if not config.exists():
+        return None
+    architectures = json.loads(config.read_text()).get("architectures") or []
+    return next((ARCHITECTURE_FORMATS[a] for a in architectures if a in ARCHITECTURE_FORMATS), None)
+
+
+# --- the spec against a tokenizer ----------------------------------------------------------------------
+def prm_tag_id(tokenizer: Any, spec: PRMSpec) -> int:
+    """The id the PRM's inputs carry after each step. Math-Shepherd writes " ки" after a step, so its id is
+    the last one of that text as it is tokenized there (the model card's `encode("ки")[-1]` for its
+    sentencepiece vocabulary); the other formats' tags are tokens of their own."""
+    assert spec.step_tag is not None  # PRMSpec refuses a spec without one
+    if spec.format != "math-shepherd":
+        return token_id(tokenizer, spec.step_tag, "step tag")
+    ids = tokenizer.encode(f"x {spec.step_tag}", add_special_tokens=False)
+    if not ids or tokenizer.decode(ids[-1:]).strip() != spec.step_tag:
         raise SpecError(
-            f"{directory}: no complete {kind.__name__} ({error}); write {SPEC_FILE} there or pass the "
-            "missing fields on the command line"
-        ) from None
+            f"the PRM's step tag {spec.step_tag!r} is not one token of its tokenizer after a space"
+        )
+    return int(ids[-1])
 
 
-def with_overrides(spec: Spec, **overrides: Any) -> Spec:
-    """The spec with the given non-None fields replaced."""
-    return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+def verdict_tokens(tokenizer: Any, spec: PRMSpec) -> tuple[str, str]:
+    """The good and the bad token, each checked to be in the vocabulary."""
+    assert spec.good_token is not None and spec.bad_token is not None
+    token_id(tokenizer, spec.good_token, "good verdict token")
+    token_id(tokenizer, spec.bad_token, "bad verdict token")
+    return spec.good_token, spec.bad_token
+
+
+def token_id(tokenizer: Any, token: str, role: str) -> int:
+    """The id of a token the PRM spec names, refused at start-up when the vocabulary lacks it."""
+    found = tokenizer.convert_tokens_to_ids(token)
+    if found is None or found == tokenizer.unk_token_id:
+        raise SpecError(f"the PRM's {role} {token!r} is not a token of its tokenizer")
+    return int(found)
 
 
 def split_steps_ids(token_ids: Sequence[int], delimiter_id: int) -> list[tuple[int, ...]]:

@@ -25,8 +25,9 @@ from engines.spec import SpecError, split_steps_ids
 
 class StepBoundary:
     def __init__(self, tokenizer: Any, delimiter: str) -> None:
-        if not tokenizer.encode(delimiter, add_special_tokens=False):
-            raise SpecError(f"the step delimiter {delimiter!r} encodes to no token of this tokenizer")
+        ids = tokenizer.encode(delimiter, add_special_tokens=False)
+        if tokenizer.decode(ids, skip_special_tokens=False) != delimiter:
+            raise SpecError(f"this tokenizer cannot write the step delimiter {delimiter!r}")
         self.tokenizer = tokenizer
         self.delimiter = delimiter
         self.exact_id = exact_token_id(tokenizer, delimiter)

@@ -17,7 +17,8 @@ from typing import Any
 from engines.base import Continuation, Finish, Generation, Sampling, gather_or_cancel, validate_prefixes
 from engines.cpu_binding import cpu_binding
 from engines.inflight import InflightRequests
-from engines.spec import PolicySpec, SpecError, split_steps_ids
+from engines.spec import PolicySpec
+from engines.steps import StepBoundary
 from engines.usage import Usage
 
 log = logging.getLogger("ponder.engine")
@@ -78,15 +79,6 @@ def load_tokenizer(model: str | Path) -> Any:
     return AutoTokenizer.from_pretrained(str(model))
 
 
-def delimiter_token_id(tokenizer: Any, delimiter: str) -> int:
-    """The one token id the step delimiter encodes to; a delimiter that is not one token is refused at
-    start-up, since steps are cut on that id."""
-    ids = list(tokenizer.encode(delimiter, add_special_tokens=False))
-    if len(ids) != 1:
-        raise SpecError(f"the step delimiter {delimiter!r} is {len(ids)} tokens of this tokenizer, not one")
-    return int(ids[0])
-
-
 def sample_seed(seed: int | None, index: int) -> int | None:
     """The seed of sample `index` of a call (prefix-major): distinct per sample, so identical prefixes
     in one call do not draw identical samples. Shared with the remote engine so both draw the same."""
@@ -102,8 +94,11 @@ class PolicyText:
         self.spec = spec
         self.eos_token_id: int = tokenizer.eos_token_id
         self.bos_token_id: int | None = tokenizer.bos_token_id  # None for tokenizers without one (Qwen)
-        self.step_token_id: int = delimiter_token_id(tokenizer, spec.step_delimiter)
+        self.steps = StepBoundary(tokenizer, spec.step_delimiter)
         self.vocab_size = len(tokenizer)
+
+    def split_steps(self, token_ids: Sequence[int]) -> list[tuple[int, ...]]:
+        return self.steps.split(token_ids)
 
     def encode(self, text: str) -> list[int]:
         ids = list(self.tokenizer.encode(text, add_special_tokens=False))
@@ -140,14 +135,15 @@ class PolicyText:
             finish = "length"
         elif finish_reason == "abort":
             finish = "abort"
-        elif stop_reason == self.step_token_id:
+        elif self.steps.stopped_at_step(stop_reason):
             finish = "step"
         else:
             finish = "end"
         if ids and ids[-1] == self.eos_token_id:
             ids.pop()
-        if finish == "step" and (not ids or ids[-1] != self.step_token_id):
-            ids.append(self.step_token_id)  # keep the delimiter in the prefix the next step extends
+        delimiter_id = self.steps.exact_id
+        if finish == "step" and delimiter_id is not None and (not ids or ids[-1] != delimiter_id):
+            ids.append(delimiter_id)  # keep the delimiter in the prefix the next step extends
         logprob = cumulative_logprob if cumulative_logprob is not None else 0.0
         steps = () if token_logprobs is None else self.step_logprobs(ids, token_logprobs)
         return Continuation(tuple(ids), self.decode(ids), finish, float(logprob), steps)
@@ -159,7 +155,7 @@ class PolicyText:
         per_token += [0.0] * (len(ids) - len(per_token))
         sums: list[float] = []
         start = 0
-        for step in split_steps_ids(ids, self.step_token_id):
+        for step in self.split_steps(ids):
             sums.append(sum(per_token[start : start + len(step)]))
             start += len(step)
         return tuple(sums)
@@ -251,12 +247,13 @@ class VLLMPolicyEngine(PolicyText):
             top_p=sampling.top_p,
             seed=sample_seed(sampling.seed, index),
             max_tokens=sampling.max_step_tokens if until_step else sampling.max_tokens,
-            stop_token_ids=[self.step_token_id] if until_step else None,
+            **(self.steps.stop_kwargs() if until_step else {}),
             logprobs=0 if sampling.logprobs else None,
             # A search reads only the finished sample's token ids and decodes them itself, so vLLM's
             # frontend neither detokenizes nor wakes this request's consumer at every token: on a
-            # small CPU machine that per-token Python work competes with the engines for cores.
-            detokenize=False,
+            # small CPU machine that per-token Python work competes with the engines for cores. Only a
+            # step whose boundary is text (a stop string) needs the frontend to detokenize.
+            detokenize=until_step and self.steps.needs_text,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
 

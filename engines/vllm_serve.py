@@ -23,7 +23,7 @@ from typing import Any, Literal
 import httpx
 
 from engines.cpu_binding import BIND_VARIABLE, pin
-from engines.spec import PRMSpec, SpecError
+from engines.spec import PRMSpec, SpecError, prm_tag_id, verdict_tokens
 from engines.vllm_engine import VLLMConfig, load_tokenizer
 
 Role = Literal["policy", "prm"]
@@ -31,35 +31,28 @@ Role = Literal["policy", "prm"]
 
 @dataclass(frozen=True)
 class PRMPooling:
-    """How vLLM serves the PRM: a token classifier (`hf_overrides`, shared with `VLLMPRM.start`) with
-    STEP pooling over HTTP (`pooler_config`; the in-process PRM uses ALL pooling to read its cache)."""
+    """How vLLM serves a PRM of its spec's format: a causal LM turned into a 2-token classifier
+    (`convert`, `hf_overrides`; ponder and math-shepherd) or a native process reward model (qwen), with
+    STEP pooling at the step tag over HTTP (`pooler_config`; the in-process PRM uses ALL pooling to read
+    its cache). `good_column` is the value per token that is P(good)."""
 
     step_tag_id: int
-    hf_overrides: dict[str, Any]
+    convert: str | None
+    hf_overrides: dict[str, Any] | None
     pooler_config: dict[str, Any]
+    good_column: int
 
 
 def prm_pooling(model: str, spec: PRMSpec) -> PRMPooling:
     tokenizer = load_tokenizer(model)
-    step_tag_id = token_id(tokenizer, spec.step_tag, "step tag")
-    for role, token in (("good", spec.good_token), ("bad", spec.bad_token)):
-        token_id(tokenizer, token, f"{role} verdict token")
-    # vLLM's from_2_way_softmax returns 1 - P(first token): [bad, good] gives P(good).
-    hf_overrides = {
-        "classifier_from_token": [spec.bad_token, spec.good_token],
-        "method": "from_2_way_softmax",
-        "num_labels": 1,
-    }
+    step_tag_id = prm_tag_id(tokenizer, spec)
     pooler = {"task": "token_classify", "tok_pooling_type": "STEP", "step_tag_id": step_tag_id}
-    return PRMPooling(step_tag_id, hf_overrides, pooler)
-
-
-def token_id(tokenizer: Any, token: str, role: str) -> int:
-    """The id of a token the PRM spec names, refused at start-up when the vocabulary lacks it."""
-    found = tokenizer.convert_tokens_to_ids(token)
-    if found is None or found == tokenizer.unk_token_id:
-        raise SpecError(f"the PRM's {role} {token!r} is not a token of its tokenizer")
-    return int(found)
+    if spec.format == "qwen":  # Qwen2ForProcessRewardModel: a 2-class head, class 1 is "correct"
+        return PRMPooling(step_tag_id, None, None, pooler, good_column=1)
+    good, bad = verdict_tokens(tokenizer, spec)
+    # from_2_way_softmax scores sigmoid(logit[second] - logit[first]): [bad, good] gives P(good).
+    hf_overrides = {"classifier_from_token": [bad, good], "method": "from_2_way_softmax", "num_labels": 1}
+    return PRMPooling(step_tag_id, "classify", hf_overrides, pooler, good_column=0)
 
 
 def serve_command(
@@ -96,8 +89,11 @@ def serve_command(
             raise SpecError("a PRM server needs the PRM's spec (its step tag and verdict tokens)")
         caching = False  # STEP pooling needs the hidden state at every step tag (see VLLMPRM)
         pooling = prm_pooling(config.model, prm_spec)
-        argv += ["--runner", "pooling", "--convert", "classify"]
-        argv += ["--hf-overrides", json.dumps(pooling.hf_overrides)]
+        argv += ["--runner", "pooling"]
+        if pooling.convert is not None:
+            argv += ["--convert", pooling.convert]
+        if pooling.hf_overrides is not None:
+            argv += ["--hf-overrides", json.dumps(pooling.hf_overrides)]
         argv += ["--pooler-config", json.dumps(pooling.pooler_config)]
     argv.append("--enable-prefix-caching" if caching else "--no-enable-prefix-caching")
     return argv

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 from engines.base import PolicyEngine, Sampling
-from engines.spec import split_steps_ids
 from server.engines import Engines
 from server.settings import EngineSettings
 from tasks.countdown import Problem
@@ -30,7 +29,7 @@ from tasks.sets import load_eval_set
 from verifiers.aggregate import aggregate
 from verifiers.countdown import check_solution
 from verifiers.montecarlo import label_problems
-from verifiers.prm import Candidate, scored_length
+from verifiers.prm import Candidate
 
 from .metrics import auroc, wilson_interval
 
@@ -60,7 +59,7 @@ async def _final_scores_of_samples(
     candidates = [
         Candidate(
             tuple(engines.policy.encode(problem.prompt())),
-            tuple(split_steps_ids(ids, engines.policy.step_token_id)),
+            tuple(engines.policy.split_steps(ids)),
         )
         for problem, row in zip(problems, rows, strict=True)
         for ids, _ in row
@@ -71,7 +70,7 @@ async def _final_scores_of_samples(
 async def final_scores_of_candidates(engines: Engines, candidates: Sequence[Candidate]) -> list[float | None]:
     """The PRM's last-step score of each candidate, a few hundred per engine call; None for one the PRM
     cannot read (a sample that filled the policy's context leaves no room for its step tags)."""
-    fits = [i for i, c in enumerate(candidates) if scored_length(c) <= engines.prm.max_model_len]
+    fits = [i for i, c in enumerate(candidates) if engines.prm.scored_length(c) <= engines.prm.max_model_len]
     scores: list[float | None] = [None] * len(candidates)
     for start in range(0, len(fits), CHUNK * 4):
         chunk = fits[start : start + CHUNK * 4]
@@ -173,9 +172,8 @@ async def sampled_candidates(engines: Engines, prompts: int, n: int) -> list[Can
     ids = [engines.policy.encode(p.prompt()) for p in problems]
     sampling = Sampling(temperature=1.0, seed=7, logprobs=False)
     generation = await engines.policy.rollout(ids, n, sampling, "bench-prm-samples")
-    step_id = engines.policy.step_token_id
     return [
-        Candidate(tuple(prompt), tuple(split_steps_ids(c.token_ids, step_id)))
+        Candidate(tuple(prompt), tuple(engines.policy.split_steps(c.token_ids)))
         for prompt, row in zip(ids, generation.continuations, strict=True)
         for c in row
     ]

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import Sampling
-from engines.spec import split_steps_ids
 from server.engines import Engines
 from server.settings import EngineSettings
 from tasks.countdown import Problem
@@ -78,7 +77,7 @@ async def _sample_and_score(
     for problem, prompt, row in zip(problems, prompts, drawn.continuations, strict=True):
         for sample in row:
             kinds.append(failure_kind(problem, sample.text))
-            steps = tuple(split_steps_ids(sample.token_ids, engines.policy.step_token_id))
+            steps = tuple(engines.policy.split_steps(sample.token_ids))
             candidates.append(Candidate(tuple(prompt), steps))
     scores, read = readable(await final_scores_of_candidates(engines, candidates), kinds)
     return read, scores, len(kinds) - len(read)

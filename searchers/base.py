@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict
 from engines.base import Continuation, Sampling
 from engines.budget import Budget, StopReason
 from engines.metered import MeteredPolicy
-from engines.spec import split_steps_ids
 from engines.usage import Usage
 from searchers.task_tools import TaskHints
 from verifiers.aggregate import Aggregation, aggregate
@@ -60,9 +59,14 @@ class Trace:
     def scored(self) -> bool:
         return len(self.scores) == len(self.steps)
 
-    def extend(self, continuation: Continuation, step_token_id: int, decode: Callable[..., str]) -> Trace:
+    def extend(
+        self,
+        continuation: Continuation,
+        split: Callable[[Sequence[int]], list[tuple[int, ...]]],
+        decode: Callable[..., str],
+    ) -> Trace:
         """This trace followed by a continuation (one step from `expand`, several from `rollout`)."""
-        new = split_steps_ids(continuation.token_ids, step_token_id)
+        new = split(continuation.token_ids)
         return Trace(
             steps=self.steps + tuple(new),
             texts=self.texts + tuple(decode(s) for s in new),
@@ -79,6 +83,7 @@ class SearchContext:
     policy: MeteredPolicy
     verifier: MeteredVerifier | None
     budget: Budget
+    question: str = ""  # the prompt as text, or the last user message (what a PRM of its own format reads)
     sampling: Sampling = field(default_factory=Sampling)
     aggregation: Aggregation = "last"
     answer_of: Callable[[str], str | None] = lambda text: None  # the answer a completion commits to
@@ -87,7 +92,7 @@ class SearchContext:
     progress: Callable[[str, dict[str, Any]], None] | None = None  # (event, details), for streaming
 
     def grow(self, trace: Trace, continuation: Continuation) -> Trace:
-        return trace.extend(continuation, self.policy.step_token_id, self.policy.decode)
+        return trace.extend(continuation, self.policy.split_steps, self.policy.decode)
 
     def prefix(self, trace: Trace) -> list[int]:
         return [*self.prompt_ids, *trace.token_ids]
@@ -106,8 +111,16 @@ class SearchContext:
             raise ValueError("this strategy needs a PRM, and the server has none")
         return self.verifier
 
+    def candidate(self, trace: Trace) -> Candidate:
+        """The trace as the PRM reads it: ids and texts, with the step scores already known."""
+        return Candidate(self.prompt_ids, trace.steps, trace.scores, self.question, trace.texts)
+
     def score_cost(self, traces: Sequence[Trace]) -> int:
-        return sum(len(self.prompt_ids) + len(t.token_ids) + len(t.steps) for t in traces)
+        """The tokens the PRM reads to score these traces (exact, in the PRM's own format); without a PRM,
+        for planning only, what a PRM of our own format would read."""
+        if self.verifier is None:
+            return sum(len(self.prompt_ids) + len(t.token_ids) + len(t.steps) for t in traces)
+        return self.verifier.cost([self.candidate(t) for t in traces])
 
 
 @dataclass
@@ -158,9 +171,7 @@ async def score(ctx: SearchContext, traces: Sequence[Trace]) -> list[Trace]:
     todo = [i for i, t in enumerate(traces) if not t.scored and t.steps]
     if not todo:
         return list(traces)
-    scores = await verifier.score(
-        [Candidate(ctx.prompt_ids, traces[i].steps, traces[i].scores) for i in todo]
-    )
+    scores = await verifier.score([ctx.candidate(traces[i]) for i in todo])
     out = list(traces)
     for i, row in zip(todo, scores.step_scores, strict=True):
         out[i] = replace(out[i], scores=tuple(row))

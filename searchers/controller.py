@@ -141,6 +141,7 @@ class Controller:
             if self.verifier is None
             else MeteredVerifier(self.verifier, budget, request.request_id),
             budget=budget,
+            question=request.prompt_text,
             sampling=request.sampling,
             aggregation=request.aggregation,
             answer_of=tools.answer_of,

@@ -50,7 +50,6 @@ from pydantic import Field
 
 from engines.base import Continuation
 from engines.budget import SearchStopped, StopReason
-from engines.spec import split_steps_ids
 from searchers.base import (
     COST_MARGIN,
     Knobs,
@@ -214,10 +213,14 @@ def attach_children(ctx: SearchContext, leaf: Node, continuations: Sequence[Cont
     return leaf.children
 
 
-def first_step(continuation: Continuation, step_token_id: int, decode: Callable[..., str]) -> Continuation:
+def first_step(
+    continuation: Continuation,
+    split: Callable[[Sequence[int]], list[tuple[int, ...]]],
+    decode: Callable[..., str],
+) -> Continuation:
     """A sampled continuation's first step, with that step's own log-probability (the continuation
     itself when it is a single step: then the child is where it ended)."""
-    steps = split_steps_ids(continuation.token_ids, step_token_id)
+    steps = split(continuation.token_ids)
     if len(steps) <= 1:
         return continuation
     logprob = continuation.step_logprobs[0] if continuation.step_logprobs else continuation.logprob
@@ -428,7 +431,7 @@ class TreeSearch:
         generation = await call(prefixes, width, sampling)
         children: list[Node] = []
         for leaf, row in zip(leaves, generation.continuations, strict=True):
-            steps = [first_step(c, self.ctx.policy.step_token_id, self.ctx.policy.decode) for c in row]
+            steps = [first_step(c, self.ctx.policy.split_steps, self.ctx.policy.decode) for c in row]
             new = attach_children(self.ctx, leaf, steps)
             if rolls_out:
                 attach_rollouts(self.ctx, leaf, new, row, steps)

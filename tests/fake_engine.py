@@ -50,6 +50,9 @@ class FakeEngine:
     def encode_continuation(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def split_steps(self, token_ids: Sequence[int]) -> list[tuple[int, ...]]:
+        return split_steps_ids(token_ids, self.step_token_id)
+
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
@@ -86,7 +89,7 @@ class FakeEngine:
                 if len(ids) + (finish == "end") > limit:  # like vLLM: max_tokens counts the EOS too
                     ids, finish = ids[:limit], "length"
                     text = self.decode(ids)
-                steps = split_steps_ids(ids, self.step_token_id) if sampling.logprobs else []
+                steps = self.split_steps(ids) if sampling.logprobs else []
                 row.append(
                     Continuation(ids, text, finish, -0.1 * len(ids), tuple(-0.1 * len(s) for s in steps))
                 )

@@ -38,6 +38,9 @@ class FakePRM:
         tokens = sum(scored_length(c) for c in candidates)
         return Scores(rows, Usage(scored_tokens=tokens, verifier_calls=len(candidates)))
 
+    def scored_length(self, candidate: Candidate) -> int:
+        return scored_length(candidate)
+
     async def abort(self, request_id: str) -> None:
         self.aborted.add(request_id)
 

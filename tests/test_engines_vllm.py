@@ -10,7 +10,6 @@ import pytest
 
 from engines.base import InvalidPrompt, Sampling
 from engines.cpu_binding import parse_cpu_list
-from engines.spec import split_steps_ids
 from engines.vllm_engine import VLLMPolicyEngine
 from ponder.defaults import DEFAULT_PRM
 from tasks.countdown import generate
@@ -31,7 +30,7 @@ async def test_expand_stops_at_the_step_delimiter(policy_engine: VLLMPolicyEngin
         for c in row:
             assert c.finish in ("step", "end", "length")
             if c.finish == "step":
-                assert c.token_ids[-1] == policy_engine.step_token_id and c.text.endswith("\n")
+                assert c.token_ids[-1] == policy_engine.steps.exact_id and c.text.endswith("\n")
                 assert c.text.count("\n") == 1
             assert policy_engine.eos_token_id not in c.token_ids
             assert c.logprob <= 0.0
@@ -125,7 +124,7 @@ async def _candidates(policy_engine: VLLMPolicyEngine, count: int) -> list[Candi
     prompts = [policy_engine.encode(p.prompt()) for p in problems]
     generation = await policy_engine.rollout(prompts, 2, Sampling(seed=8), "t-prm-samples")
     return [
-        Candidate(tuple(prompt), tuple(split_steps_ids(c.token_ids, policy_engine.step_token_id)))
+        Candidate(tuple(prompt), tuple(policy_engine.split_steps(c.token_ids)))
         for prompt, row in zip(prompts, generation.continuations, strict=True)
         for c in row
         if c.token_ids

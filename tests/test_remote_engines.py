@@ -21,7 +21,7 @@ import pytest_asyncio
 
 from engines.base import Sampling
 from engines.remote import RemotePolicyEngine
-from engines.spec import read_policy_spec, read_prm_spec, split_steps_ids
+from engines.spec import read_policy_spec, read_prm_spec
 from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
 from engines.vllm_serve import ServerProcess
 from ponder.defaults import DEFAULT_MODELS, DEFAULT_POLICY, DEFAULT_PRM
@@ -132,7 +132,7 @@ async def test_remote_prm_scores_equal_in_process(
     prompts = [policy_engine.encode(t.prompt) for t in TASKS]
     generation = await policy_engine.rollout(prompts, 3, Sampling(seed=8), "t-prm-samples")
     candidates = [
-        Candidate(tuple(prompt), tuple(split_steps_ids(c.token_ids, policy_engine.step_token_id)))
+        Candidate(tuple(prompt), tuple(policy_engine.split_steps(c.token_ids)))
         for prompt, row in zip(prompts, generation.continuations, strict=True)
         for c in row
     ]

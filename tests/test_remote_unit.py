@@ -16,11 +16,12 @@ from engines.base import EngineUnavailable, Sampling
 from engines.remote import RemotePolicyEngine
 from engines.remote_http import RemoteClient, RemoteError
 from engines.replicas import ReplicaFailure, Replicas
-from engines.spec import read_policy_spec
+from engines.spec import read_policy_spec, read_prm_spec
 from engines.usage import Usage
 from engines.vllm_engine import load_tokenizer
-from ponder.defaults import DEFAULT_POLICY
+from ponder.defaults import DEFAULT_POLICY, DEFAULT_PRM
 from verifiers.prm import Candidate
+from verifiers.prm_format import prm_format
 from verifiers.remote_prm import RemotePRM
 
 URLS = ["http://a:1", "http://b:1", "http://c:1"]
@@ -132,7 +133,8 @@ async def test_remote_policy_sends_token_ids_and_reads_the_reply_like_in_process
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         bodies.append(body)
-        step = policy.step_token_id
+        step = policy.steps.exact_id
+        assert step is not None
         return httpx.Response(200, json=completion_reply([20, 21, step], "stop", step, body["n"]))
 
     policy = remote_policy(handler, URLS[:1], per_sample)
@@ -144,10 +146,10 @@ async def test_remote_policy_sends_token_ids_and_reads_the_reply_like_in_process
     else:
         assert [(b["seed"], b["n"]) for b in bodies] == [(base, 2), (base + 2, 2)]
     assert bodies[0]["prompt"] == [1, 5, 6] and bodies[0]["return_token_ids"]
-    assert bodies[0]["stop_token_ids"] == [policy.step_token_id] and bodies[0]["logprobs"] == 0
+    assert bodies[0]["stop_token_ids"] == [policy.steps.exact_id] and bodies[0]["logprobs"] == 0
     assert [len(row) for row in generation.continuations] == [2, 2]
     first = generation.continuations[0][0]
-    assert first.finish == "step" and first.token_ids == (20, 21, policy.step_token_id)
+    assert first.finish == "step" and first.token_ids == (20, 21, policy.steps.exact_id)
     assert first.logprob == pytest.approx(-1.5) and first.step_logprobs == pytest.approx((-1.5,))
     assert generation.usage == Usage(
         prompt_tokens=10, cached_prompt_tokens=8, generated_tokens=12, policy_calls=4
@@ -212,14 +214,20 @@ async def test_remote_prm_sends_one_pooling_request_and_reads_its_rows() -> None
         assert request.url.path == "/pooling"
         body = json.loads(request.content)
         bodies.append(body)
-        data = [{"index": i, "data": [[0.25]] * ids.count(7)} for i, ids in enumerate(body["input"])]
+        data = [{"index": i, "data": [[0.25]] * ids.count(tag)} for i, ids in enumerate(body["input"])]
         return httpx.Response(200, json={"data": list(reversed(data))})
 
-    prm = RemotePRM(RemoteClient(URLS[:1], transport=httpx.MockTransport(handler)), 7, 256, 1000)
-    candidates = [Candidate((1, 2), ((3,), (4, 5))), Candidate((1,), ((3,),))]
+    format = prm_format(read_prm_spec(DEFAULT_PRM), load_tokenizer(DEFAULT_PRM))
+    tag = format.step_tag_id
+    prm = RemotePRM(RemoteClient(URLS[:1], transport=httpx.MockTransport(handler)), format, 256, 1000)
+    candidates = [Candidate((1, 2), ((3,), (40, 50))), Candidate((1,), ((3,),))]
     scores = await prm.score(candidates, "r")
     assert bodies == [
-        {"input": [[1, 2, 3, 7, 4, 5, 7], [1, 3, 7]], "task": "token_classify", "encoding_format": "float"}
+        {
+            "input": [[1, 2, 3, tag, 40, 50, tag], [1, 3, tag]],
+            "task": "token_classify",
+            "encoding_format": "float",
+        }
     ]
     assert scores.step_scores == [[0.25, 0.25], [0.25]]
     assert scores.usage == Usage(scored_tokens=10, verifier_calls=2)

@@ -349,10 +349,10 @@ def test_a_rollouts_first_step_is_the_child_with_its_own_logprob() -> None:
     step = tuple(engine.encode("12+9=21 [5 21]\n"))
     rest = tuple(engine.encode("21+5=26 [26]\n"))
     whole = Continuation(step + rest, "12+9=21 [5 21]\n21+5=26 [26]\n", "end", -3.0, (-1.0, -2.0))
-    first = first_step(whole, engine.step_token_id, engine.decode)
+    first = first_step(whole, engine.split_steps, engine.decode)
     assert first == Continuation(step, "12+9=21 [5 21]\n", "step", -1.0, (-1.0,))
     alone = Continuation(rest, "21+5=26 [26]\n", "end", -2.0, (-2.0,))
-    assert first_step(alone, engine.step_token_id, engine.decode) is alone  # one step: where it ended
+    assert first_step(alone, engine.split_steps, engine.decode) is alone  # one step: where it ended
 
 
 def test_the_tree_report_keeps_visited_nodes_up_to_the_limit() -> None:

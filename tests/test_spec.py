@@ -14,7 +14,6 @@ from engines.spec import (
     SpecError,
     read_policy_spec,
     read_prm_spec,
-    split_steps_ids,
     write_spec,
 )
 from engines.vllm_engine import PolicyText, load_tokenizer
@@ -44,11 +43,20 @@ def test_a_policy_without_a_spec_gets_chat_model_defaults(tmp_path: Path) -> Non
     assert spec.max_solution_tokens >= 1024  # math solutions run to hundreds of tokens
 
 
-def test_a_prm_without_a_spec_must_be_told_its_tokens(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="no complete PRMSpec"):
+def test_a_prm_without_a_spec_is_read_by_its_format(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="name its format"):
         read_prm_spec(tmp_path)
-    spec = read_prm_spec(tmp_path, step_tag=" ки", good_token="+", bad_token="-")
-    assert spec == PRMSpec(step_tag=" ки", good_token="+", bad_token="-")
+    shepherd = read_prm_spec(tmp_path, format="math-shepherd")
+    assert shepherd == PRMSpec(format="math-shepherd", step_tag="ки", good_token="+", bad_token="-")
+    assert read_prm_spec(tmp_path, format="math-shepherd", good_token="▁+").good_token == "▁+"
+    with pytest.raises(SpecError, match="three different tokens"):
+        read_prm_spec(tmp_path, format="ponder", step_tag="<step>")  # our format has no default tokens
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Qwen2ForProcessRewardModel"]}))
+    qwen = read_prm_spec(tmp_path)
+    assert qwen.format == "qwen" and qwen.step_tag == "<extra_0>"
+    assert qwen.system_prompt == "Please reason step by step, and put your final answer within \\boxed{}."
+    with pytest.raises(SpecError, match="unknown PRM format 'skywork'"):
+        read_prm_spec(tmp_path, format="skywork")
 
 
 @pytest.mark.parametrize(
@@ -70,6 +78,8 @@ def test_prm_tokens_must_differ_and_exist() -> None:
     with pytest.raises(SpecError, match="three different tokens"):
         PRMSpec(step_tag="<step>", good_token="<good>", bad_token="<good>")
     missing = PRMSpec(step_tag="<nope>", good_token="<good>", bad_token="<bad>")
+    with pytest.raises(SpecError, match="good verdict token '<nah>' is not a token"):
+        prm_pooling(str(DEFAULT_PRM), PRMSpec(step_tag="<step>", good_token="<nah>", bad_token="<bad>"))
     with pytest.raises(SpecError, match="step tag '<nope>' is not a token"):
         prm_pooling(str(DEFAULT_PRM), missing)
 
@@ -78,10 +88,17 @@ def test_the_policy_engine_cuts_steps_on_the_spec_delimiter() -> None:
     tokenizer = load_tokenizer(DEFAULT_POLICY)
     text = PolicyText(tokenizer, read_policy_spec(DEFAULT_POLICY))
     ids = text.tokenizer.encode("3+4=7 [7 5]\n7+5=12 [12]\n", add_special_tokens=False)
-    steps = split_steps_ids(ids, text.step_token_id)
+    steps = text.split_steps(ids)
     assert [text.decode(s) for s in steps] == ["3+4=7 [7 5]\n", "7+5=12 [12]\n"]
-    with pytest.raises(SpecError, match="is 2 tokens of this tokenizer"):
-        PolicyText(tokenizer, PolicySpec(step_delimiter="\n\n"))
+    assert text.steps.exact_id is not None and text.steps.stop_kwargs() == {"stop_token_ids": [ids[11]]}
+    # a delimiter of two tokens is a text boundary: vLLM stops on the string, steps end on its last token
+    blank = PolicyText(tokenizer, PolicySpec(step_delimiter="\n\n"))
+    assert blank.steps.exact_id is None and blank.steps.stop_kwargs()["stop"] == ["\n\n"]
+    ids = tokenizer.encode("3+4=7\n\n7+5=12\n\n12", add_special_tokens=False)
+    assert [blank.decode(s) for s in blank.split_steps(ids)] == ["3+4=7\n\n", "7+5=12\n\n", "12"]
+    assert blank.steps.stopped_at_step("\n\n") and not blank.steps.stopped_at_step(None)
+    with pytest.raises(SpecError, match="cannot write the step delimiter"):
+        PolicyText(tokenizer, PolicySpec(step_delimiter="\u2603"))  # outside the vocabulary
 
 
 def test_plain_prompts_and_system_prompts_render_as_the_spec_says() -> None:
@@ -98,7 +115,7 @@ def test_plain_prompts_and_system_prompts_render_as_the_spec_says() -> None:
 
 def test_the_serving_path_names_no_special_token_of_our_own_models() -> None:
     """The layers below `training` read tokens from the spec, never from our tokenizer's constants."""
-    ours = (PRM_SPEC.step_tag, PRM_SPEC.good_token, PRM_SPEC.bad_token)
+    ours = [t for t in (PRM_SPEC.step_tag, PRM_SPEC.good_token, PRM_SPEC.bad_token) if t is not None]
     for package in SERVING_PATH:
         for path in (ROOT / package).rglob("*.py"):
             source = path.read_text()

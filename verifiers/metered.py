@@ -1,8 +1,8 @@
 """A PRM bound to one request and its budget: the only place that charges verifier usage.
 
-Contract: `MeteredVerifier(verifier, budget, request_id, step_tag_tokens=1)` scores candidates like the
-verifier. The exact number of tokens the PRM will read is known before the call (prompt, steps and one
-step tag per step), so the call is reserved whole or refused with `BudgetExhausted`; it runs under the
+Contract: `MeteredVerifier(verifier, budget, request_id)` scores candidates like the verifier. The exact
+number of tokens the PRM will read is known before the call (its `scored_length`, in its own input
+format), so the call is reserved whole or refused with `BudgetExhausted`; it runs under the
 budget's deadline (aborted in the engine and `DeadlineExceeded` past it) and is charged what the
 verifier reported.
 """
@@ -17,11 +17,6 @@ from engines.usage import Usage
 from verifiers.prm import Candidate, Scores, StepVerifier
 
 
-def scored_length(candidate: Candidate) -> int:
-    """Tokens the PRM reads for a candidate: `len(prm_input_ids(...))` without building it."""
-    return len(candidate.prompt_ids) + sum(len(step) + 1 for step in candidate.steps)
-
-
 class MeteredVerifier:
     def __init__(self, verifier: StepVerifier, budget: Budget, request_id: str) -> None:
         self.verifier = verifier
@@ -29,7 +24,7 @@ class MeteredVerifier:
         self.request_id = request_id
 
     def cost(self, candidates: Sequence[Candidate]) -> int:
-        return sum(scored_length(c) for c in candidates)
+        return sum(self.verifier.scored_length(c) for c in candidates)
 
     async def score(self, candidates: Sequence[Candidate]) -> Scores:
         if not candidates:

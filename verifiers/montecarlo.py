@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines.base import PolicyEngine, Sampling
-from engines.spec import split_steps_ids
 from tasks.countdown import Problem, SolutionCounter
 from verifiers.countdown import check_solution, legal_prefix_state
 
@@ -57,7 +56,7 @@ async def label_problems(
     solutions: list[LabelledSolution] = []
     for problem, prompt, row in zip(problems, prompts, drawn.continuations, strict=True):
         for sample in row:
-            steps = split_steps_ids(sample.token_ids, engine.step_token_id)
+            steps = engine.split_steps(sample.token_ids)
             texts = [engine.decode(s) for s in steps]
             correct = check_solution(problem, "".join(texts)).correct
             solution = LabelledSolution(problem, texts, [0.0] * len(steps), correct)

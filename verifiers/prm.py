@@ -1,9 +1,11 @@
-"""The process reward model protocol and its input format, shared by training and serving.
+"""The process reward model protocol: candidates in, one score per step out.
 
-Contract: a PRM reads the prompt's token ids followed by each step's token ids, each step closed by the
-step-tag token, and returns one score in [0, 1] per step: the probability that the solution can still
-succeed after that step (Math-Shepherd's value-function reading). `prm_input_ids` is the one place that
-builds that sequence, so training, the vLLM adapter and the transformers reference all agree.
+Contract: a PRM reads a candidate (the prompt and the steps so far, as the policy's token ids and as
+text) in its own input format (`verifiers.prm_format`) and returns one score in [0, 1] per step: the
+probability that the solution is still right after that step. `scored_length(candidate)` is exactly
+how many tokens it reads for it, so a budget can be charged before the call. `prm_input_ids` builds our
+own format's sequence (the prompt's ids, each step's ids closed by the step tag), shared by training,
+the adapters and the transformers reference.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class Candidate:
     prompt_ids: tuple[int, ...]
     steps: tuple[tuple[int, ...], ...]
     known: tuple[float, ...] = ()
+    question: str = ""  # the problem as text (the prompt, or the last user message)
+    step_texts: tuple[str, ...] = ()  # each step as the policy wrote it (a PRM of another format reads these)
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ def prm_input_ids(prompt_ids: Sequence[int], steps: Sequence[Sequence[int]], ste
 
 
 def scored_length(candidate: Candidate) -> int:
-    """How many tokens a PRM reads for `candidate`: its prompt, its steps and a tag after each."""
+    """How many tokens a PRM of our own format reads for `candidate`: its prompt, its steps and a tag
+    after each."""
     return len(candidate.prompt_ids) + sum(len(step) + 1 for step in candidate.steps)
 
 
@@ -51,6 +56,9 @@ class StepVerifier(Protocol):
     """What searchers need from a PRM."""
 
     max_model_len: int  # the longest input it reads (`scored_length`)
+
+    def scored_length(self, candidate: Candidate) -> int:
+        """The tokens this PRM reads for `candidate`, in its own format."""
 
     async def score(self, candidates: Sequence[Candidate], request_id: str) -> Scores: ...
 

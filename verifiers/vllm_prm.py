@@ -25,17 +25,18 @@ from engines.cpu_binding import cpu_binding
 from engines.inflight import InflightRequests
 from engines.spec import PRMSpec
 from engines.usage import Usage
-from engines.vllm_engine import VLLMConfig, shutdown_engine
+from engines.vllm_engine import VLLMConfig, load_tokenizer, shutdown_engine
 from engines.vllm_serve import prm_pooling
-from verifiers.prm import Candidate, Scores, prm_input_ids
+from verifiers.prm import Candidate, Scores
+from verifiers.prm_format import PRMFormat, prm_format, tag_positions
 
 log = logging.getLogger("ponder.prm")
 
 
 class VLLMPRM:
-    def __init__(self, engine: Any, step_tag_id: int) -> None:
+    def __init__(self, engine: Any, format: PRMFormat) -> None:
         self.engine = engine
-        self.step_tag_id = step_tag_id
+        self.format = format
         self.max_model_len: int = engine.model_config.max_model_len
         self.vocab_size: int = engine.model_config.get_vocab_size()
         self.inflight = InflightRequests("prm")
@@ -49,15 +50,18 @@ class VLLMPRM:
         every_token = {"task": "token_classify", "tok_pooling_type": "ALL"}  # step tags picked here
         args = config.engine_args(
             runner="pooling",
-            convert="classify",
-            hf_overrides=pooling.hf_overrides,
+            **({} if pooling.convert is None else {"convert": pooling.convert}),
+            **({} if pooling.hf_overrides is None else {"hf_overrides": pooling.hf_overrides}),
             pooler_config=PoolerConfig(**every_token),
         )
         args.enable_prefix_caching = True
         log.info("starting vLLM PRM engine on %s (cores %s)", config.model, config.cpu_cores or "auto")
         with cpu_binding(config.cpu_cores):
             engine = AsyncLLM.from_engine_args(args)
-        return cls(engine, pooling.step_tag_id)
+        return cls(engine, prm_format(spec, load_tokenizer(config.model)))
+
+    def scored_length(self, candidate: Candidate) -> int:
+        return len(self.format.render(candidate))
 
     def shutdown(self) -> None:
         shutdown_engine(self.engine)
@@ -70,11 +74,11 @@ class VLLMPRM:
         return {}  # in-process: `is_healthy` is always current, there is no replica to ask
 
     async def score(self, candidates: Sequence[Candidate], request_id: str) -> Scores:
-        inputs = [prm_input_ids(c.prompt_ids, c.steps, self.step_tag_id) for c in candidates]
+        inputs = [self.format.render(c) for c in candidates]
         # A pooled prompt may fill the whole context: nothing is generated after it.
         validate_prefixes(inputs, self.max_model_len + 1, self.vocab_size)
         rows = await gather_or_cancel(
-            [self._scored(ids, c.known, request_id) for ids, c in zip(inputs, candidates, strict=True)]
+            [self._scored(ids, c, request_id) for ids, c in zip(inputs, candidates, strict=True)]
         )
         usage = Usage(
             scored_tokens=sum(len(ids) for ids in inputs),
@@ -83,31 +87,35 @@ class VLLMPRM:
         )
         return Scores([scores for scores, _ in rows], usage)
 
-    async def _scored(self, ids: list[int], known: Sequence[float], group: str) -> tuple[list[float], int]:
+    async def _scored(self, ids: list[int], candidate: Candidate, group: str) -> tuple[list[float], int]:
         """The step scores of one input and how many of its tokens came from the prefix cache. Only a
         candidate extending scored steps reads the cache: a fresh one (a Best-of-N sample) that hit
         a duplicate's blocks would have to be scored twice."""
-        computed = await self._computed(ids, group, read_cache=len(known) > 0)
-        scores = self.tag_scores(ids, computed, known)
+        tags = tag_positions(self.format, ids, len(candidate.steps))
+        computed = await self._computed(ids, group, read_cache=len(candidate.known) > 0)
+        scores = self.tag_scores(tags, len(ids), computed, candidate.known)
         if scores is None:  # a tag in a block another sequence cached, with no score to reuse
             computed = await self._computed(ids, group, read_cache=False)
-            scores = self.tag_scores(ids, computed, ())
+            scores = self.tag_scores(tags, len(ids), computed, ())
         assert scores is not None
         return scores, len(ids) - len(computed)
 
     async def _computed(self, ids: list[int], group: str, read_cache: bool) -> list[float]:
         """P(good) at every token vLLM computed: the tail of `ids` after its cached blocks."""
         output = await self._request(ids, group, read_cache)
-        return [float(v) for v in output.outputs.data.flatten().tolist()]
+        rows = output.outputs.data.reshape(len(output.outputs.data), -1)  # [tokens, values per token]
+        return [float(v) for v in rows[:, self.format.good_column].tolist()]
 
+    @staticmethod
     def tag_scores(
-        self, ids: Sequence[int], computed: Sequence[float], known: Sequence[float]
+        tags: Sequence[int], length: int, computed: Sequence[float], known: Sequence[float]
     ) -> list[float] | None:
-        """P(good) at each step tag: from the computed tail (the last len(computed) tokens), or the known
-        score for a tag in the cached head; None when a cached tag has no known score."""
-        head = len(ids) - len(computed)
+        """P(good) at each step tag (`tags`: positions in an input of `length` tokens): from the computed
+        tail (the last len(computed) tokens), or the known score for a tag in the cached head; None when
+        a cached tag has no known score."""
+        head = length - len(computed)
         scores: list[float] = []
-        for position in (i for i, token in enumerate(ids) if token == self.step_tag_id):
+        for position in tags:
             if position >= head:
                 scores.append(float(computed[position - head]))
             elif len(scores) < len(known):
