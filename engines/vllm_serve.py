@@ -69,12 +69,17 @@ def serve_command(
     argv = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     argv += ["--model", config.model, "--tokenizer", config.model, "--host", host, "--port", str(port)]
     argv += ["--dtype", config.dtype, "--max-num-seqs", str(config.max_num_seqs), "--seed", str(config.seed)]
-    argv += ["--kv-cache-memory-bytes", str(config.kv_cache_bytes)]
+    if config.kv_cache_bytes is not None:
+        argv += ["--kv-cache-memory-bytes", str(config.kv_cache_bytes)]
+    if config.gpu_memory_utilization is not None:
+        argv += ["--gpu-memory-utilization", str(config.gpu_memory_utilization)]
+    if config.tensor_parallel_size != 1:
+        argv += ["--tensor-parallel-size", str(config.tensor_parallel_size)]
     if config.max_model_len is not None:
         argv += ["--max-model-len", str(config.max_model_len)]
     if config.block_size is not None:
         argv += ["--block-size", str(config.block_size)]
-    if config.enforce_eager:
+    if config.eager:
         argv.append("--enforce-eager")
     chunked = config.enable_chunked_prefill
     argv.append("--enable-chunked-prefill" if chunked else "--no-enable-chunked-prefill")

@@ -42,11 +42,19 @@ class ReplicaSettings(ModelSettings):
 
     model_config = SETTINGS_CONFIG
 
-    role: CliPositionalArg[Literal["policy", "prm"]] = Field(description="which model of MODELS to serve")
+    role: CliPositionalArg[Literal["policy", "prm"]] = Field(description="which model to serve")
     models: Path = Field(DEFAULT_MODELS, description=MODELS_HELP)
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8001, ge=0, lt=65_536, description="port to listen on")
-    kv_cache_gib: float = Field(2.0, gt=0, description="the server's KV cache, in GiB")
+    kv_cache_gib: float | None = Field(
+        None,
+        gt=0,
+        description="the server's KV cache in GiB (default: 2 on CPU; on GPU from the memory share)",
+    )
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="the share of GPU memory the server takes (default: vLLM's 0.9)"
+    )
+    tensor_parallel_size: int = Field(1, gt=0, description="GPUs the model is split over")
     cpu_cores: str | None = Field(
         None,
         description="CPU backend: the cores this server computes on, e.g. 0 or 2-3 "
@@ -54,8 +62,8 @@ class ReplicaSettings(ModelSettings):
         "Default: vLLM's binding",
     )
     max_model_len: int | None = Field(None, gt=0, description="default: the model's max_position_embeddings")
-    dtype: str = Field("float32", description="float32 for the embedded models; auto on GPU")
-    compile: bool = Field(False, description="let vLLM compile (slower start-up)")
+    dtype: str = Field("auto", description="weights' dtype: auto (the checkpoint's), bfloat16, ...")
+    enforce_eager: bool | None = Field(None, description="no CUDA graphs (default: eager on CPU only)")
     print: bool = Field(False, description="print the vLLM command instead of running it")
 
 
@@ -108,11 +116,13 @@ def cmd_engine(settings: ReplicaSettings, args: argparse.Namespace) -> int:
     from engines.vllm_serve import serve_command, serve_env
 
     config = VLLMConfig(
-        model=str(settings.models / settings.role),
+        model=settings.policy_dir if settings.role == "policy" else settings.prm_dir,
         kv_cache_gib=settings.kv_cache_gib,
         max_model_len=settings.max_model_len,
         dtype=settings.dtype,
-        enforce_eager=not settings.compile,
+        enforce_eager=settings.enforce_eager,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        tensor_parallel_size=settings.tensor_parallel_size,
         cpu_cores=settings.cpu_cores,
     )
     prm_spec = settings.prm_spec() if settings.role == "prm" else None

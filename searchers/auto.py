@@ -57,10 +57,9 @@ class AutoTable:
         return str(choice["strategy"]), dict(choice.get("knobs", {}))
 
     @classmethod
-    def for_models(cls, models: Path) -> AutoTable | None:
-        """The table measured on these models (`MODELS/auto_table.json`), if one was."""
-        path = models / "auto_table.json"
-        return cls.load(path) if path.exists() else None
+    def if_measured(cls, path: Path | None) -> AutoTable | None:
+        """The table at `path` (`MODELS/auto_table.json`), if one was measured there."""
+        return cls.load(path) if path is not None and path.exists() else None
 
     @classmethod
     def load(cls, path: Path) -> AutoTable:

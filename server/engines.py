@@ -11,16 +11,19 @@ engines here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from engines.base import PolicyEngine
-from engines.cpu_binding import engine_cores
+from engines.cpu_binding import engine_cores, on_cpu_backend
 from engines.remote import RemotePolicyEngine
 from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
 from server.settings import EngineSettings
 from verifiers.prm import StepVerifier
 from verifiers.remote_prm import RemotePRM
 from verifiers.vllm_prm import VLLMPRM
+
+GPU_SHARES = {"policy": 0.55, "prm": 0.35}  # of one GPU's memory, when the two engines share it
 
 
 @dataclass
@@ -62,8 +65,7 @@ def start_policy(
         return RemotePolicyEngine.connect(
             settings.policy_url, settings.policy_dir, spec, cool_off_s=settings.replica_cool_off
         )
-    config = VLLMConfig(model=str(settings.policy_dir), kv_cache_gib=settings.kv_cache_gib, cpu_cores=cores)
-    policy = VLLMPolicyEngine.start(config, spec)
+    policy = VLLMPolicyEngine.start(sharing_one_gpu(settings, "policy", cores), spec)
     stops.append(policy.shutdown)
     return policy
 
@@ -74,7 +76,18 @@ def start_prm(settings: EngineSettings, cores: str | None, stops: list[Callable[
         return RemotePRM.connect(
             settings.prm_url, settings.prm_dir, spec, cool_off_s=settings.replica_cool_off
         )
-    config = VLLMConfig(model=str(settings.prm_dir), kv_cache_gib=settings.kv_cache_gib, cpu_cores=cores)
-    prm = VLLMPRM.start(config, spec)
+    prm = VLLMPRM.start(sharing_one_gpu(settings, "prm", cores), spec)
     stops.append(prm.shutdown)
     return prm
+
+
+def sharing_one_gpu(
+    settings: EngineSettings, role: Literal["policy", "prm"], cores: str | None
+) -> VLLMConfig:
+    """The engine's config; where both engines run in-process on GPUs, each takes its share of memory
+    (vLLM's default 0.9 each would leave the second engine none)."""
+    config = settings.vllm_config(role, cores)
+    both_local = not settings.policy_url and not settings.prm_url
+    if config.gpu_memory_utilization is None and both_local and not on_cpu_backend():
+        config = replace(config, gpu_memory_utilization=GPU_SHARES[role])
+    return config

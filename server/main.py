@@ -31,7 +31,7 @@ log = logging.getLogger("ponder.server")
 
 def create_app(settings: ServerSettings, policy: PolicyEngine, prm: StepVerifier | None) -> FastAPI:
     metrics = Metrics()
-    searchers = default_searchers(AutoTable.for_models(settings.models))
+    searchers = default_searchers(AutoTable.if_measured(settings.auto_table))
     controller = Controller(policy, prm, Limits.of(settings), searchers)
     admission = Admission(settings.max_running, settings.max_queued, metrics)
     service = SearchService(controller, metrics, admission, settings.model_name)
