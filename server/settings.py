@@ -24,6 +24,7 @@ from searchers.controller import Limits
 
 SETTINGS_CONFIG = SettingsConfigDict(
     env_prefix="PONDER_",
+    env_ignore_empty=True,  # an empty variable (compose's `${X:-}`) means "not set"
     frozen=True,
     extra="forbid",
     cli_kebab_case=True,

@@ -81,6 +81,7 @@ def test_manifests_validate_against_the_kubernetes_api(version: str) -> None:
     assert checked == {
         "Namespace",
         "Secret",
+        "ConfigMap",
         "StatefulSet",
         "Service",
         "Deployment",
@@ -219,3 +220,33 @@ def test_compose_and_manifests_stay_shell_safe() -> None:
         container = doc["spec"]["template"]["spec"]["containers"][0]
         for arg in container["command"] + container["args"]:
             assert shlex.split(arg) == [arg]
+
+
+MODEL_SETTINGS = {"PONDER_POLICY", "PONDER_PRM", "PONDER_PRM_FORMAT", "PONDER_STEP_DELIMITER"}
+
+
+def test_the_models_are_settings_every_workload_reads() -> None:
+    """Compose and Kubernetes choose the models with the same settings as the command line."""
+    services = compose()["services"]
+    for name in ("ponder", "policy", "prm"):
+        assert set(services[name]["environment"]) >= MODEL_SETTINGS, name
+    (models,) = [c for c in of_kind("ConfigMap") if c["metadata"]["name"] == "ponder-models"]
+    assert set(models["data"]) >= MODEL_SETTINGS
+    for w in of_kind("Deployment") + of_kind("StatefulSet"):
+        refs = w["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+        assert {"configMapRef": {"name": "ponder-models"}} in refs, w["metadata"]["name"]
+
+
+def test_model_settings_come_from_the_environment_and_empty_means_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PONDER_POLICY", "/models/qwen")
+    monkeypatch.setenv("PONDER_PRM", "/models/qwen-prm")
+    monkeypatch.setenv("PONDER_PRM_FORMAT", "qwen")
+    monkeypatch.setenv("PONDER_STEP_DELIMITER", "\\n\\n")
+    monkeypatch.setenv("PONDER_MODEL_NAME", "")  # compose's ${PONDER_MODEL_NAME:-}: the default
+    args = parses(["serve"])
+    settings = args.settings_of(args)
+    assert (settings.policy_dir, settings.prm_dir) == ("/models/qwen", "/models/qwen-prm")
+    assert settings.prm_format == "qwen" and settings.step_delimiter == "\n\n"
+    assert settings.model_name == "ponder-default" and settings.auto_table is None
