@@ -21,6 +21,7 @@ from typing import Any
 
 from evaluation.auto_fit import FitInputs, fit_table
 from evaluation.report import meta_path, problems_path, read_points, read_problem_results, write_outputs
+from evaluation.solver_local import InProcessSolver
 from evaluation.sweep import RunSettings, measure_auto, sweep
 from evaluation.sweep_records import SWEEP_ENTRIES
 from server.engines import Engines
@@ -47,7 +48,8 @@ def search_results(
         out.parent.mkdir(parents=True, exist_ok=True)
         log_path = out.with_name(out.stem + "-progress.jsonl")
         log_path.unlink(missing_ok=True)
-        run = asyncio.run(sweep(engines, tasks, entries, multiples, concurrency, temperature, log_path))
+        solver = InProcessSolver(engines)
+        run = asyncio.run(sweep(solver, tasks, entries, multiples, concurrency, temperature, log_path))
         log_path.unlink(missing_ok=True)
     finally:
         engines.shutdown()
@@ -84,7 +86,8 @@ def rerun_auto(models: Path, out: Path, concurrency: int, table_out: Path | None
     )
     engines = Engines.start(EngineSettings(models=models))
     try:
-        auto_points, auto_results = asyncio.run(measure_auto(engines, tasks, fit, multiples, settings))
+        solver = InProcessSolver(engines)
+        auto_points, auto_results = asyncio.run(measure_auto(solver, tasks, fit, multiples, settings))
     finally:
         engines.shutdown()
     points = [p for p in read_points(out) if p.strategy != "auto"] + auto_points
