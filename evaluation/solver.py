@@ -11,6 +11,8 @@ Contract:
   sweep, auto's fitting and the reports see only this protocol and these records.
 - `Solved` is what a search returned, ungraded: the answer, every candidate's text (for the oracle) and
   the tokens by kind as the engines counted them. Grading is the sweep's (`verifiers.outcome.grade`).
+- A search the solver cannot run (an engine refuses the prompt, a server answers an error) raises
+  `SearchFailed`, whose message names the request and says what went wrong.
 - A task is sent as a completion prompt or as one user message of a chat (`prompt_style`): chat for math
   tasks, a completion prompt for Countdown (the shipped sets' prompts are completion prompts), unless the
   caller chose. Both paths render a style as the server does, so they search the same prompt ids.
@@ -69,6 +71,10 @@ class GreedyRun:
     solved: list[Solved]
     probe: list[float]  # the PRM's value of each greedy solution (0.0 where it has no steps)
     wall: float  # seconds the greedy solutions took
+
+
+class SearchFailed(RuntimeError):
+    """A search that could not run; the message names the request and the reason."""
 
 
 class Solver(Protocol):

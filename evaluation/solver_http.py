@@ -37,6 +37,7 @@ from evaluation.solver import (
     Attempt,
     GreedyRun,
     PromptStyle,
+    SearchFailed,
     Solved,
     Solver,
     prompt_style,
@@ -48,7 +49,7 @@ RETRIES_ON_429 = 5
 _HEADER_UNSAFE = re.compile(r"[^\x21-\x7e]")
 
 
-class ServerError(RuntimeError):
+class ServerError(SearchFailed):
     """The server answered with an error (or not at all); the message says what it said."""
 
 

@@ -11,6 +11,7 @@ Contract:
   the PRM cannot read (longer than its context, as a long math answer cut at the policy's context can
   be). The wall time is the greedy solutions' alone. `engine_tokens_per_s` benchmarks the raw policy engine
   (`evaluation.foundation.engine_throughput`).
+- A prompt the engines refuse (too long for the context, ...) raises `SearchFailed` naming the request.
 """
 
 from __future__ import annotations
@@ -19,9 +20,17 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from engines.base import Sampling
+from engines.base import InvalidPrompt, Sampling
 from evaluation.foundation import engine_throughput
-from evaluation.solver import GREEDY_BUDGET, Attempt, GreedyRun, PromptStyle, Solved, prompt_style
+from evaluation.solver import (
+    GREEDY_BUDGET,
+    Attempt,
+    GreedyRun,
+    PromptStyle,
+    SearchFailed,
+    Solved,
+    prompt_style,
+)
 from searchers.auto import AutoTable
 from searchers.base import SearchResult
 from searchers.controller import Controller, Limits, SearchRequest
@@ -63,7 +72,7 @@ class InProcessSolver:
             knobs=attempt.knobs,
             sampling=Sampling(temperature=attempt.temperature, seed=attempt.seed),
         )
-        return solved_of(await self.controller.run(request))
+        return solved_of(await self.run(request))
 
     async def greedy(self, tasks: Sequence[Task]) -> GreedyRun:
         started = time.perf_counter()
@@ -89,7 +98,13 @@ class InProcessSolver:
         request = SearchRequest(
             self.prompt_ids(task), task.prompt, f"eval-greedy-{task.id}", "greedy", budget=GREEDY_BUDGET
         )
-        return await self.controller.run(request)
+        return await self.run(request)
+
+    async def run(self, request: SearchRequest) -> SearchResult:
+        try:
+            return await self.controller.run(request)
+        except InvalidPrompt as error:
+            raise SearchFailed(f"the engines refused {request.request_id}: {error}") from error
 
 
 def solved_of(found: SearchResult) -> Solved:

@@ -166,7 +166,8 @@ def cmd_eval_prm_failures(args: argparse.Namespace) -> int:
 def cmd_eval_search(args: argparse.Namespace) -> int:
     """Sweep strategies x budgets over a Countdown tier or a task file, in-process or on a server."""
     from evaluation.search import InProcess, rerun_auto, search_results
-    from evaluation.solver_http import ServerAddress, ServerError
+    from evaluation.solver import SearchFailed
+    from evaluation.solver_http import ServerAddress
     from evaluation.task_source import countdown_source, file_source
 
     labels = None if not args.strategies else [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -208,7 +209,7 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
             args.temperature,
             args.prompt_style,
         )
-    except ServerError as error:
+    except SearchFailed as error:  # an engine refused a prompt, or the server answered an error
         print(f"ponder eval search: {error}", file=sys.stderr)
         return 1
     print(args.out.with_suffix(".md").read_text())

@@ -19,10 +19,11 @@ import uvicorn
 from fake_engine import FakeEngine
 from fake_prm import FakePRM
 
+from engines.base import InvalidPrompt
 from evaluation.load import free_port
 from evaluation.report import read_points, read_problem_results
 from evaluation.search import evaluate
-from evaluation.solver import Attempt
+from evaluation.solver import Attempt, SearchFailed
 from evaluation.solver_http import HttpSolver, ServerAddress, ServerError
 from evaluation.solver_local import InProcessSolver
 from evaluation.sweep import sweep
@@ -144,6 +145,17 @@ async def test_a_math_problem_is_sent_as_a_chat_and_countdown_as_a_completion_pr
     assert solver.prompt_ids(countdown) == tuple(engines.policy.encode(countdown.prompt))
     forced = InProcessSolver(engines, style="completion")
     assert forced.prompt_ids(math) == tuple(engines.policy.encode(math.prompt))
+
+
+class RefusingEngine(FakeEngine):
+    async def rollout(self, prefixes: Any, n: int, sampling: Any, request_id: str) -> Any:
+        raise InvalidPrompt("prefix 0 has 600 tokens; the model's context is 513")
+
+
+async def test_a_prompt_the_engines_refuse_fails_the_search_by_name() -> None:
+    solver = InProcessSolver(Engines(RefusingEngine(), FakePRM()))
+    with pytest.raises(SearchFailed, match="eval-greedy-q-1: prefix 0 has 600 tokens"):
+        await solver.greedy([MATH_TASK])
 
 
 # --- the HTTP solver, against a mock transport --------------------------------------------------------
