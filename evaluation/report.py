@@ -2,10 +2,13 @@
 
 Contract: `write_outputs(out, points, results, probe, meta)` writes, next to each other,
 - `out` (e.g. `search.json`): the points, one object per `SweepPoint` in its field order;
-- `-meta.json`: `meta` (models, tier, problems, temperature, the 1x unit, the raw engine rate, seconds);
+- `-meta.json`: `meta` (where the searches ran: `models`, or `server` and `model`; the problems: a
+  Countdown `tier`, or the `task_file` with its format, SHA-256 and `split`; their count, temperature,
+  the 1x unit, the raw engine rate (null when searched on a server), seconds);
 - `-problems.jsonl`: one `ProblemResult` a line plus its task's probe value, what auto's table is
   fitted from (`read_problem_results` reads it back, `read_points` the points);
-- `.md` (`search_markdown`): a table, one row per point;
+- `.md` (`search_markdown`): a header naming the problems (the tier, or the task file's name, short
+  hash and split) and where they were searched, then a table, one row per point;
 - `.png` (`plot_search`): accuracy against mean tokens per question, one line per entry, greedy as a
   horizontal line and majority vote's oracle (any sample correct) for reference.
 Nothing here runs an engine.
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.sweep_records import ProblemResult, SweepPoint
+from evaluation.task_source import SHORT_HASH
 
 
 def meta_path(out: Path) -> Path:
@@ -45,7 +49,7 @@ def write_outputs(
         for r in results:
             handle.write(json.dumps({**asdict(r), "probe_value": round(probe[r.task], 4)}) + "\n")
     out.with_suffix(".md").write_text(search_markdown(points, meta))
-    plot_search(points, out.with_suffix(".png"))
+    plot_search(points, out.with_suffix(".png"), f"Compute versus accuracy: {problems_title(meta)}")
 
 
 def read_points(out: Path) -> list[SweepPoint]:
@@ -62,14 +66,34 @@ def read_problem_results(path: Path) -> list[tuple[ProblemResult, float]]:
     ]
 
 
+def problems_title(meta: dict[str, Any]) -> str:
+    """What the sweep ran on: "tier 4", or "gsm8k-dev.jsonl (sha256 0123456789ab, split dev)"."""
+    if "task_file" not in meta:
+        return f"tier {meta['tier']}"
+    split = f", split {meta['split']}" if meta.get("split") else ""
+    return f"{Path(meta['task_file']).name} (sha256 {meta['task_sha256'][:SHORT_HASH]}{split})"
+
+
 def search_markdown(points: Sequence[SweepPoint], meta: dict[str, Any]) -> str:
+    rate = meta["engine_generated_tokens_per_s"]
+    engine = (
+        f"Raw engine throughput in the same run: {rate} generated tokens/s."
+        if rate is not None
+        else "Raw engine throughput: not measured (the searches ran on a server), so no efficiency."
+    )
     lines = [
-        f"# Compute versus accuracy: tier {meta['tier']}, {meta['n_problems']} problems",
+        f"# Compute versus accuracy: {problems_title(meta)}, {meta['n_problems']} problems",
         "",
-        f"Budget unit (1x): greedy's mean generated tokens, {meta['greedy_token_cost']}. "
-        f"Raw engine throughput in the same run: {meta['engine_generated_tokens_per_s']} generated tokens/s.",
+        f"Budget unit (1x): greedy's mean generated tokens, {meta['greedy_token_cost']}. {engine}",
         f"Budget = generated + PRM-scored tokens per question. Sampling temperature {meta['temperature']}. "
         "Written by `ponder eval search`.",
+    ]
+    if "server" in meta:
+        lines.append(
+            f"Searched on the server {meta['server']}, model `{meta['model']}`; `auto` as served there "
+            "(the server's own table, not cross-fitted)."
+        )
+    lines += [
         "",
         "| strategy | budget | accuracy | 95% CI | oracle | generated | prefilled | cached | scored "
         "| tok/s | efficiency | stops |",
@@ -86,11 +110,11 @@ def _markdown_row(p: SweepPoint) -> str:
         f"| {p.ci_low:.1%}-{p.ci_high:.1%} | {p.oracle_accuracy:.1%} "
         f"| {p.mean_generated_tokens:.0f} | {p.mean_prefilled_tokens:.0f} "
         f"| {p.mean_cached_tokens:.0f} | {p.mean_scored_tokens:.0f} | {p.tokens_per_s:.0f} "
-        f"| {p.engine_efficiency} | {stops} |"
+        f"| {'' if p.engine_efficiency is None else p.engine_efficiency} | {stops} |"
     )
 
 
-def plot_search(points: Sequence[SweepPoint], path: Path) -> Path:
+def plot_search(points: Sequence[SweepPoint], path: Path, title: str = "Compute versus accuracy") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +143,7 @@ def plot_search(points: Sequence[SweepPoint], path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("mean tokens per question (generated + prefilled + PRM-scored, log)")
     ax.set_ylabel("accuracy")
-    ax.set_title("Compute versus accuracy")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,13 +1,22 @@
-"""`ponder eval search`: compute versus accuracy on the real engines, its reports and `auto`'s table.
+"""`ponder eval search`: compute versus accuracy on the real engines or a running server, its reports and
+`auto`'s table.
 
 Contract:
-- `search_results` starts the engines on the models, sweeps the chosen entries x budget multiples over
-  a tier's held-out problems (`evaluation.sweep`; its points are also logged to `-progress.jsonl` while
-  it runs), writes the reports (`evaluation.report`: `search.json`, `.md`, `.png`, `-meta.json`,
-  `-problems.jsonl`) and, unless `table_out` is None, `auto`'s table fitted on every problem
-  (`evaluation.auto_fit`), which ships next to the models.
+- A backend says where the searches run: `InProcess(models)` starts the engines on the models for the
+  run (`server.engines`) and searches through a `Controller` (`evaluation.solver_local`);
+  `ServerAddress(url, model, api_key)` sends every search to a running Ponder server
+  (`evaluation.solver_http`). `with_solver` runs an async job with the backend's `Solver` and stops what
+  it started.
+- `search_results(backend, source, out, ...)` sweeps the chosen entries x budget multiples over the
+  source's problems (a Countdown tier or a user's task file, `evaluation.task_source`) and calls
+  `evaluate`, the async core that tests also call on engines they started: it runs the sweep
+  (`evaluation.sweep`; its points are also logged to `-progress.jsonl` while it runs), writes the reports
+  (`evaluation.report`: `search.json`, `.md`, `.png`, `-meta.json`, `-problems.jsonl`) and, unless
+  `table_out` is None, `auto`'s table fitted on every problem (`evaluation.auto_fit`), which `ponder
+  serve` reads from `MODELS/auto_table.json`.
 - `rerun_auto` re-measures only `auto` from a finished sweep's per-problem results (after a change to
-  auto), keeping every other point; the budget unit and the raw engine rate are the sweep's.
+  auto), keeping every other point; the problems, the budget unit and the raw engine rate are the
+  sweep's.
 """
 
 from __future__ import annotations
@@ -15,46 +24,88 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from evaluation.auto_fit import FitInputs, fit_table
 from evaluation.report import meta_path, problems_path, read_points, read_problem_results, write_outputs
+from evaluation.solver import PROMPT_STYLES, PromptStyle, Solver, prompt_style
+from evaluation.solver_http import HttpSolver, ServerAddress
+from evaluation.solver_local import InProcessSolver
 from evaluation.sweep import RunSettings, measure_auto, sweep
-from evaluation.sweep_records import SWEEP_ENTRIES
+from evaluation.sweep_records import SWEEP_ENTRIES, ProblemResult, SweepPoint
+from evaluation.task_source import TaskSource, source_of
 from server.engines import Engines
 from server.settings import EngineSettings
-from tasks.sets import load_eval_set
+
+T = TypeVar("T")
 
 
-def search_results(
-    models: Path,
+@dataclass(frozen=True)
+class InProcess:
+    models: Path  # the policy in policy/, the PRM in prm/
+
+
+Backend = InProcess | ServerAddress
+
+
+def backend_meta(backend: Backend) -> dict[str, Any]:
+    """Where the searches ran, as the reports' meta says it."""
+    if isinstance(backend, ServerAddress):
+        return {"server": backend.url, "model": backend.model}
+    return {"models": str(backend.models)}
+
+
+def with_solver(
+    backend: Backend,
+    concurrency: int,
+    style: PromptStyle | None,
+    job: Callable[[Solver], Coroutine[Any, Any, T]],
+) -> T:
+    """`job(solver)` on the backend's solver, in a fresh event loop; stops the engines it started."""
+    if isinstance(backend, ServerAddress):
+        address = backend
+
+        async def remote() -> T:
+            async with HttpSolver.connect(address, concurrency, style) as solver:
+                return await job(solver)
+
+        return asyncio.run(remote())
+    engines = Engines.start(EngineSettings(models=backend.models))
+    try:
+        return asyncio.run(job(InProcessSolver(engines, style)))
+    finally:
+        engines.shutdown()
+
+
+async def evaluate(
+    solver: Solver,
+    where: dict[str, Any],
+    source: TaskSource,
     out: Path,
-    tier: int,
-    problems: int,
     labels: Sequence[str] | None,
     multiples: Sequence[float],
     concurrency: int,
     table_out: Path | None,
     temperature: float = 0.8,
+    style: PromptStyle | None = None,
 ) -> dict[str, Any]:
-    tasks = load_eval_set(tier, limit=problems)
+    """The sweep on `solver`, its reports at `out` and, unless `table_out` is None, auto's table there.
+    `where` is `backend_meta`'s description of the solver."""
     entries = [e for e in SWEEP_ENTRIES if labels is None or e.label in labels]
-    engines = Engines.start(EngineSettings(models=models))
     started = time.time()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        log_path = out.with_name(out.stem + "-progress.jsonl")
-        log_path.unlink(missing_ok=True)
-        run = asyncio.run(sweep(engines, tasks, entries, multiples, concurrency, temperature, log_path))
-        log_path.unlink(missing_ok=True)
-    finally:
-        engines.shutdown()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log_path = out.with_name(out.stem + "-progress.jsonl")
+    log_path.unlink(missing_ok=True)
+    run = await sweep(solver, source.tasks, entries, multiples, concurrency, temperature, log_path)
+    log_path.unlink(missing_ok=True)
     meta = {
-        "models": str(models),
-        "tier": tier,
-        "n_problems": len(tasks),
+        **where,
+        **source.meta,
+        **_styles(source, style),
+        "n_problems": len(source.tasks),
         "temperature": temperature,
         "greedy_token_cost": round(run.unit, 2),
         "engine_generated_tokens_per_s": run.engine_tps,
@@ -62,11 +113,46 @@ def search_results(
     }
     write_outputs(out, run.points, run.results, run.probe, meta)
     if table_out is not None:
-        run.table.dump(table_out, fitted_on=f"{len(tasks)} tier-{tier} eval problems", **meta)
-    return {"points": run.points, **meta}
+        table_out.parent.mkdir(parents=True, exist_ok=True)
+        run.table.dump(table_out, fitted_on=source.described, **meta)
+    return {"points": run.points, **meta, **({"table": str(table_out)} if table_out else {})}
 
 
-def rerun_auto(models: Path, out: Path, concurrency: int, table_out: Path | None) -> dict[str, Any]:
+def _styles(source: TaskSource, style: PromptStyle | None) -> dict[str, Any]:
+    """A task file's prompt style(s) for the meta (the Countdown tiers' meta stays as it always was)."""
+    if "task_file" not in source.meta:
+        return {}
+    return {"prompt_style": ",".join(sorted({prompt_style(t, style) for t in source.tasks}))}
+
+
+def search_results(
+    backend: Backend,
+    source: TaskSource,
+    out: Path,
+    labels: Sequence[str] | None,
+    multiples: Sequence[float],
+    concurrency: int,
+    table_out: Path | None,
+    temperature: float = 0.8,
+    style: PromptStyle | None = None,
+) -> dict[str, Any]:
+    where = backend_meta(backend)
+
+    def job(solver: Solver) -> Coroutine[Any, Any, dict[str, Any]]:
+        return evaluate(
+            solver, where, source, out, labels, multiples, concurrency, table_out, temperature, style
+        )
+
+    return with_solver(backend, concurrency, style, job)
+
+
+def rerun_auto(
+    backend: Backend,
+    out: Path,
+    concurrency: int,
+    table_out: Path | None,
+    style: PromptStyle | None = None,
+) -> dict[str, Any]:
     """Re-measure only `auto` from a finished sweep's per-problem results (after a change to auto),
     keeping every other point; the raw engine rate is the sweep's."""
     meta = json.loads(meta_path(out).read_text())
@@ -75,20 +161,24 @@ def rerun_auto(models: Path, out: Path, concurrency: int, table_out: Path | None
     kept = [r for r, _ in records if r.label != "auto"]
     fit = FitInputs.from_results(kept, probe)
     multiples = sorted({r.multiple for r in fit.searched})
-    tasks = load_eval_set(int(meta["tier"]), limit=int(meta["n_problems"]))
+    source = source_of(meta, int(meta["n_problems"]))
+    recorded = meta.get("prompt_style")
+    style = style or (recorded if recorded in PROMPT_STYLES else None)  # as the sweep sent its prompts
+    rate = meta["engine_generated_tokens_per_s"]
     settings = RunSettings(
         unit=float(meta["greedy_token_cost"]),
         concurrency=concurrency,
         temperature=float(meta["temperature"]),
-        engine_tps=float(meta["engine_generated_tokens_per_s"]),
+        engine_tps=None if rate is None else float(rate),
     )
-    engines = Engines.start(EngineSettings(models=models))
-    try:
-        auto_points, auto_results = asyncio.run(measure_auto(engines, tasks, fit, multiples, settings))
-    finally:
-        engines.shutdown()
+
+    def job(solver: Solver) -> Coroutine[Any, Any, tuple[list[SweepPoint], list[ProblemResult]]]:
+        return measure_auto(solver, source.tasks, fit, multiples, settings)
+
+    auto_points, auto_results = with_solver(backend, concurrency, style, job)
     points = [p for p in read_points(out) if p.strategy != "auto"] + auto_points
     write_outputs(out, points, kept + auto_results, probe, meta)
     if table_out is not None:
-        fit_table(fit, multiples).dump(table_out, fitted_on=f"{len(tasks)} eval problems", **meta)
+        table_out.parent.mkdir(parents=True, exist_ok=True)
+        fit_table(fit, multiples).dump(table_out, fitted_on=source.described, **meta)
     return {"points": points, **meta}

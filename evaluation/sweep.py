@@ -1,14 +1,17 @@
-"""The strategies x budgets sweep on the engines: compute versus accuracy over a task set.
+"""The strategies x budgets sweep: compute versus accuracy over a task set, through any `Solver`.
 
 Contract:
 - `sweep` first runs greedy on every problem (`greedy_reference`): its mean generated tokens are the 1x
   unit, so a point at multiple m gives each request a budget of m x that many tokens (generated +
   PRM-scored, see `engines.budget`), and the PRM's value of each greedy solution is `auto`'s probe. It
-  measures the policy engine's raw throughput in the same run, then runs every (entry, multiple) point
-  through the `Controller`, many problems concurrently, as a server would (`run_point`).
-- `auto` is measured out of sample (`measure_auto`): its table is fitted on half the problems and
-  scored on the other half, both ways (cross-fitting); the table fitted on all problems is the one that
-  ships next to the models.
+  asks the solver for the policy engine's raw throughput in the same run (None where it cannot measure
+  it: then no point has an efficiency), then runs every (entry, multiple) point through the solver, many
+  problems concurrently, as a server would (`run_point`). Every answer and candidate is graded here
+  (`verifiers.outcome.grade`, by the task's kind), whichever solver ran the search.
+- `auto` is measured out of sample where the solver lets its table be set (`measure_auto`): its table is
+  fitted on half the problems and scored on the other half, both ways (cross-fitting). Where it does not
+  (a running server), `auto` is measured as served, on every problem. The table fitted on all problems
+  is the one that ships next to the models.
 - It returns the points (`SweepPoint`s: greedy's, then each entry's by multiple, then auto's), every
   per-problem `ProblemResult` in the same order, the probe values and that table; each entry's point
   is also appended to a progress log as it completes. Writing the reports is `evaluation.report`'s.
@@ -26,18 +29,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engines.base import Sampling
 from evaluation.auto_fit import FitInputs, fit_table
-from evaluation.foundation import engine_throughput
+from evaluation.solver import Attempt, Solved, Solver
 from evaluation.sweep_records import ProblemResult, SweepEntry, SweepPoint, budget_tokens, summarize
 from searchers.auto import AutoTable
-from searchers.base import SearchResult
-from searchers.controller import Controller, Limits, SearchRequest
-from searchers.registry import default_searchers
-from server.engines import Engines
 from tasks.datasets import Task
 from verifiers.outcome import grade
-from verifiers.prm import Candidate
 
 AUTO = SweepEntry("auto", "auto", {})
 
@@ -49,7 +46,7 @@ class RunSettings:
     unit: float  # greedy's mean generated tokens: the 1x budget
     concurrency: int  # problems searched at once
     temperature: float  # of every search's sampling
-    engine_tps: float  # the raw policy engine's generated tokens/s, what efficiency is relative to
+    engine_tps: float | None  # the raw policy engine's generated tokens/s, what efficiency is relative to
 
 
 @dataclass(frozen=True)
@@ -67,49 +64,28 @@ class SweepRun:
     probe: dict[str, float]
     table: AutoTable  # fitted on every problem
     unit: float
-    engine_tps: float
+    engine_tps: float | None  # None: the solver could not measure it (a running server)
+    auto_cross_fitted: bool  # False: auto was measured as served, with the server's own table
 
 
-def make_controller(engines: Engines, table: AutoTable | None = None) -> Controller:
-    searchers = default_searchers(table)
-    return Controller(engines.policy, engines.prm, Limits(max_budget=1_000_000), searchers)
-
-
-async def solve(
-    controller: Controller,
-    task: Task,
-    entry: SweepEntry,
-    multiple: float,
-    budget: int,
-    sampling: Sampling,
-) -> ProblemResult:
-    request = SearchRequest(
-        prompt_ids=tuple(controller.policy.encode(task.prompt)),
-        prompt_text=task.prompt,
-        request_id=f"eval-{entry.label}-{multiple}-{task.id}",
-        strategy=entry.strategy,
-        budget=budget,
-        knobs=entry.knobs,
-        sampling=sampling,
-    )
-    found = await controller.run(request)
+def graded(task: Task, label: str, multiple: float, solved: Solved) -> ProblemResult:
     return ProblemResult(
         task=task.id,
-        label=entry.label,
+        label=label,
         multiple=multiple,
-        correct=grade(task, found.text),
-        oracle=any(grade(task, c.text) for c in found.candidates),
-        generated=found.usage.generated_tokens,
-        prompt=found.usage.prompt_tokens,
-        cached=found.usage.cached_prompt_tokens,
-        scored=found.usage.scored_tokens,
-        stop_reason=found.stop_reason,
-        candidates=len(found.candidates),
+        correct=grade(task, solved.text),
+        oracle=any(grade(task, text) for text in solved.candidate_texts),
+        generated=solved.generated,
+        prompt=solved.prompt,
+        cached=solved.cached,
+        scored=solved.scored,
+        stop_reason=solved.stop_reason,
+        candidates=len(solved.candidate_texts),
     )
 
 
 async def run_point(
-    controller: Controller,
+    solver: Solver,
     tasks: Sequence[Task],
     entry: SweepEntry,
     multiple: float,
@@ -121,9 +97,16 @@ async def run_point(
     gate = asyncio.Semaphore(settings.concurrency)
 
     async def one(index: int, task: Task) -> ProblemResult:
+        attempt = Attempt(
+            request_id=f"eval-{entry.label}-{multiple}-{task.id}",
+            strategy=entry.strategy,
+            knobs=entry.knobs,
+            budget=budget,
+            temperature=settings.temperature,
+            seed=index,
+        )
         async with gate:
-            sampling = Sampling(temperature=settings.temperature, seed=index)
-            return await solve(controller, task, entry, multiple, budget, sampling)
+            return graded(task, entry.label, multiple, await solver.solve(task, attempt))
 
     started = time.perf_counter()
     jobs = [one(i, t) for i, t in enumerate(tasks)]
@@ -134,69 +117,62 @@ async def run_point(
     return results, time.perf_counter() - started
 
 
-async def greedy_reference(controller: Controller, tasks: Sequence[Task]) -> GreedyReference:
+async def greedy_reference(solver: Solver, tasks: Sequence[Task]) -> GreedyReference:
     """Greedy on every task: the 1x token unit, its results, and its PRM value (auto's probe)."""
-    started = time.perf_counter()
-    solved = await asyncio.gather(*(_greedy(controller, task) for task in tasks))
-    wall = time.perf_counter() - started
-    assert controller.verifier is not None
-    candidates = [Candidate(prompt_ids, found.best.steps) for prompt_ids, found in solved]
-    scored = await controller.verifier.score([c for c in candidates if c.steps], "eval-greedy-prm")
-    values = iter(scored.step_scores)
-    probe = {t.id: (next(values)[-1] if c.steps else 0.0) for t, c in zip(tasks, candidates, strict=True)}
-    results = [_greedy_result(task, found) for task, (_, found) in zip(tasks, solved, strict=True)]
+    run = await solver.greedy(tasks)
+    results = [_greedy_result(task, solved) for task, solved in zip(tasks, run.solved, strict=True)]
+    probe = {task.id: value for task, value in zip(tasks, run.probe, strict=True)}
     unit = statistics.mean(r.generated for r in results)
-    return GreedyReference(results=results, probe=probe, unit=unit, wall=wall)
+    return GreedyReference(results=results, probe=probe, unit=unit, wall=run.wall)
 
 
-async def _greedy(controller: Controller, task: Task) -> tuple[tuple[int, ...], SearchResult]:
-    prompt_ids = tuple(controller.policy.encode(task.prompt))
-    request = SearchRequest(prompt_ids, task.prompt, f"eval-greedy-{task.id}", "greedy", budget=10_000)
-    return prompt_ids, await controller.run(request)
-
-
-def _greedy_result(task: Task, found: SearchResult) -> ProblemResult:
-    correct = grade(task, found.text)
+def _greedy_result(task: Task, solved: Solved) -> ProblemResult:
+    correct = grade(task, solved.text)
     return ProblemResult(
         task=task.id,
         label="greedy",
         multiple=1.0,
         correct=correct,
         oracle=correct,  # greedy's one candidate is its answer
-        generated=found.usage.generated_tokens,
-        prompt=found.usage.prompt_tokens,
-        cached=found.usage.cached_prompt_tokens,
+        generated=solved.generated,
+        prompt=solved.prompt,
+        cached=solved.cached,
         scored=0,  # greedy reads no PRM: scoring its answer measures the probe for auto's table
-        stop_reason=found.stop_reason,
+        stop_reason=solved.stop_reason,
         candidates=1,
     )
 
 
 async def measure_auto(
-    engines: Engines,
+    solver: Solver,
     tasks: Sequence[Task],
     fit: FitInputs,
     multiples: Sequence[float],
     settings: RunSettings,
 ) -> tuple[list[SweepPoint], list[ProblemResult]]:
-    """Cross-fitted: each half of the tasks is solved with the table fitted on the other half."""
+    """Cross-fitted: each half of the tasks is solved with the table fitted on the other half. A solver
+    whose auto table is not ours to set (a server's) solves every task with auto as served."""
     halves = [tasks[0::2], tasks[1::2]]
     tables = [fit_table(fit.restricted_to({t.id for t in halves[1 - k]}), multiples) for k in range(2)]
+    fitted = [solver.with_auto_table(table) for table in tables]
+    groups: list[tuple[Sequence[Task], Solver]] = [(tasks, solver)]
+    if fitted[0] is not None and fitted[1] is not None:
+        groups = [(halves[0], fitted[0]), (halves[1], fitted[1])]
     points, records = [], []
     for multiple in multiples:
         point_results: list[ProblemResult] = []
         wall = 0.0
-        for half, table in zip(halves, tables, strict=True):
-            found, seconds = await run_point(make_controller(engines, table), half, AUTO, multiple, settings)
+        for group_tasks, group_solver in groups:
+            found, seconds = await run_point(group_solver, group_tasks, AUTO, multiple, settings)
             point_results += found
             wall += seconds
-        points.append(summarize(point_results, wall, settings.engine_tps, settings.unit))
+        points.append(summarize(point_results, wall, settings.engine_tps or 0.0, settings.unit))
         records += point_results
     return points, records
 
 
 async def sweep(
-    engines: Engines,
+    solver: Solver,
     tasks: Sequence[Task],
     entries: Sequence[SweepEntry],
     multiples: Sequence[float],
@@ -206,30 +182,30 @@ async def sweep(
 ) -> SweepRun:
     """All points; each entry's is also appended to `log_path` as it completes (a long run keeps its
     progress)."""
-    bench = await engine_throughput(engines.policy)
-    engine_tps = float(bench["engine_generated_tokens_per_s"])
-    controller = make_controller(engines)
-    greedy = await greedy_reference(controller, tasks)
+    engine_tps = await solver.engine_tokens_per_s()
+    greedy = await greedy_reference(solver, tasks)
     settings = RunSettings(
         unit=greedy.unit, concurrency=concurrency, temperature=temperature, engine_tps=engine_tps
     )
-    points = [summarize(greedy.results, greedy.wall, engine_tps, greedy.unit)]
+    points = [summarize(greedy.results, greedy.wall, engine_tps or 0.0, greedy.unit)]
     results = list(greedy.results)
     for entry in tqdm(entries, desc="strategies"):
         for multiple in multiples:
-            found, wall = await run_point(controller, tasks, entry, multiple, settings)
-            points.append(summarize(found, wall, settings.engine_tps, settings.unit))
+            found, wall = await run_point(solver, tasks, entry, multiple, settings)
+            points.append(summarize(found, wall, engine_tps or 0.0, settings.unit))
             results += found
             _log_point(points[-1], log_path)
     fit = FitInputs.from_results(results, greedy.probe)
-    auto_points, auto_results = await measure_auto(engines, tasks, fit, multiples, settings)
+    auto_points, auto_results = await measure_auto(solver, tasks, fit, multiples, settings)
+    table = fit_table(fit, multiples)
     return SweepRun(
         points=points + auto_points,
         results=results + auto_results,
         probe=greedy.probe,
-        table=fit_table(fit, multiples),
+        table=table,
         unit=greedy.unit,
         engine_tps=engine_tps,
+        auto_cross_fitted=solver.with_auto_table(table) is not None,
     )
 
 

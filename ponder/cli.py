@@ -174,35 +174,69 @@ def cmd_eval_prm_failures(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_search(args: argparse.Namespace) -> int:
-    from evaluation.search import search_results
+    """Sweep strategies x budgets over a Countdown tier or a task file, in-process or on a server."""
+    from evaluation.search import InProcess, rerun_auto, search_results
+    from evaluation.solver import SearchFailed
+    from evaluation.solver_http import ServerAddress
+    from evaluation.task_source import countdown_source, file_source
 
     labels = None if not args.strategies else [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = sorted(set(labels or ()) - set(STRATEGY_LABELS))
     if unknown:
         print(f"unknown strategies {unknown}; valid: {', '.join(STRATEGY_LABELS)}", file=sys.stderr)
         return 2
+    if args.tasks is not None and args.tier is not None:
+        print("give --tasks FILE or --tier N, not both", file=sys.stderr)
+        return 2
     multiples = [float(m) for m in args.multiples.split(",")]
-    table_out = None if args.no_table else (args.table_out or args.models / "auto_table.json")
-    if args.auto_only:
-        from evaluation.search import rerun_auto
-
-        rerun_auto(args.models, args.out, args.concurrency, table_out)
-        print(args.out.with_suffix(".md").read_text())
-        return 0
-    report = search_results(
-        args.models,
-        args.out,
-        args.tier,
-        args.problems,
-        labels,
-        multiples,
-        args.concurrency,
-        table_out,
-        args.temperature,
+    backend = (
+        ServerAddress(args.server, args.model, args.api_key, args.request_timeout)
+        if args.server
+        else InProcess(args.models)
     )
+    table_out = search_table_out(args)
+    try:
+        if args.auto_only:
+            rerun_auto(backend, args.out, args.concurrency, table_out, args.prompt_style)
+            print(args.out.with_suffix(".md").read_text())
+            return 0
+        try:
+            if args.tasks is not None:
+                source = file_source(args.tasks, args.problems, args.split)
+            else:
+                source = countdown_source(args.tier or 4, args.problems)
+        except (ValueError, OSError) as error:  # a missing or malformed task file
+            print(f"ponder eval search: {error}", file=sys.stderr)
+            return 2
+        report = search_results(
+            backend,
+            source,
+            args.out,
+            labels,
+            multiples,
+            args.concurrency,
+            table_out,
+            args.temperature,
+            args.prompt_style,
+        )
+    except SearchFailed as error:  # an engine refused a prompt, or the server answered an error
+        print(f"ponder eval search: {error}", file=sys.stderr)
+        return 1
     print(args.out.with_suffix(".md").read_text())
     print(json.dumps({k: v for k, v in report.items() if k != "points"}, indent=2))
+    if table_out is None and args.server and not args.no_table:
+        print("auto's table was not written: with --server, give --table-out PATH", file=sys.stderr)
     return 0
+
+
+def search_table_out(args: argparse.Namespace) -> Path | None:
+    """Where `ponder eval search` writes auto's table: --table-out; else MODELS/auto_table.json for an
+    in-process sweep, and nowhere for one on a server (its models are not here)."""
+    if args.no_table:
+        return None
+    if args.table_out is not None:
+        return Path(args.table_out)
+    return None if args.server else Path(args.models) / "auto_table.json"
 
 
 def cmd_eval_replay(args: argparse.Namespace) -> int:
@@ -343,14 +377,41 @@ def add_eval_search(suites: Subparsers) -> None:
     search = suites.add_parser(
         "search",
         help="every strategy x budget: accuracy against compute (results/search.{json,md,png})",
-        description="Sweep strategies x budgets over a tier's held-out problems on the real engines. "
+        description="Sweep strategies x budgets over a Countdown tier's held-out problems, or over your own "
+        "task file (--tasks), on engines started here (--models) or on a running Ponder server (--server). "
         "Budgets are multiples of greedy's mean generated tokens; a budget counts generated + PRM-scored "
-        "tokens. Also fits auto's strategy table (cross-fitted for its own points).",
+        "tokens. Also fits auto's strategy table (cross-fitted for its own points in-process; on a server, "
+        "auto is measured as served).",
     )
     add_models(search)
     search.add_argument("--out", type=Path, default=Path("results/search.json"))
-    search.add_argument("--tier", type=int, default=4, choices=[3, 4, 5])
-    search.add_argument("--problems", type=int, default=300, help="held-out problems (max 300)")
+    problems = search.add_argument_group("problems")
+    problems.add_argument(
+        "--tier", type=int, choices=[3, 4, 5], help="a shipped Countdown eval set (default 4)"
+    )
+    problems.add_argument(
+        "--tasks",
+        type=Path,
+        help="your own JSONL task file instead: GSM8K / MATH-500 style (question or problem; answer or "
+        "solution), or Ponder's task-set format (id, prompt, answer, tier, kind); graded by math-verify",
+    )
+    problems.add_argument("--split", help="a label for the task file's split (dev, test, ...) in the reports")
+    problems.add_argument("--problems", type=int, help="only the first N problems (default: all)")
+    problems.add_argument(
+        "--prompt-style",
+        choices=["completion", "chat"],
+        help="send each problem as a completion prompt or as a chat user message "
+        "(default: chat for math tasks, completion for Countdown)",
+    )
+    server = search.add_argument_group("running server (instead of starting engines on --models)")
+    server.add_argument("--server", help="base URL of a running Ponder server, e.g. http://127.0.0.1:8000")
+    server.add_argument(
+        "--model", default="ponder-default", help="the model id to ask the server for, sent as given"
+    )
+    server.add_argument(
+        "--api-key", default=os.environ.get("PONDER_API_KEY"), help="the server's API key (PONDER_API_KEY)"
+    )
+    server.add_argument("--request-timeout", type=float, default=600.0, help="seconds per search request")
     search.add_argument(
         "--strategies", help="comma-separated labels (default: all): " + ", ".join(STRATEGY_LABELS)
     )
@@ -360,7 +421,10 @@ def add_eval_search(suites: Subparsers) -> None:
         "--temperature", type=float, default=0.8, help="sampling temperature of every search (HF recipe: 0.8)"
     )
     search.add_argument(
-        "--table-out", type=Path, help="write auto's table here (default: MODELS/auto_table.json)"
+        "--table-out",
+        type=Path,
+        help="write auto's table here (default: MODELS/auto_table.json, which `ponder serve` reads; "
+        "with --server: not written unless given)",
     )
     search.add_argument("--no-table", action="store_true", help="do not write auto's table")
     search.add_argument(

@@ -13,6 +13,9 @@ Contract:
 - `load_math_jsonl(path)` reads GSM8K / MATH-style JSONL (`question` or `problem`; `answer` or
   `solution`) into `math` tasks: the reference answer is the text after the last `####` if there is one,
   else the last `\\boxed{...}` (nested braces allowed), else the whole answer field, stripped.
+- `load_task_file(path)` reads either format, told apart by the first non-blank line: the task-set keys
+  mean `read_tasks` ("tasks"), `question` / `problem` mean `load_math_jsonl` ("math"); `task_file_format`
+  says which, and anything else is a `ValueError` naming the file and the keys it found.
 """
 
 from __future__ import annotations
@@ -159,3 +162,33 @@ def load_math_jsonl(path: str | Path) -> list[Task]:
         )
 
     return read_jsonl(path, math_task)
+
+
+TASK_FILE_FORMATS: Final = ("tasks", "math")
+
+
+def task_file_format(path: str | Path) -> str:
+    """The format of a JSONL task file, from its first non-blank line: "tasks" (this module's task-set
+    format) or "math" (GSM8K / MATH style); ValueError naming the file when it is neither."""
+    with open(path, encoding="utf-8") as handle:
+        first = next((line for line in handle if line.strip()), None)
+    if first is None:
+        raise ValueError(f"{path}: no tasks (the file is empty)")
+    try:
+        record = json.loads(first)
+    except ValueError as error:
+        raise ValueError(f"{path}, first line: {error}") from error
+    if isinstance(record, dict) and all(key in record for key in _KEYS):
+        return "tasks"
+    if isinstance(record, dict) and ("question" in record or "problem" in record):
+        return "math"
+    found = ", ".join(map(repr, record)) if isinstance(record, dict) else type(record).__name__
+    raise ValueError(
+        f"{path}: not a task file: its first line needs the keys {', '.join(_KEYS)} (a task set) or "
+        f"'question' / 'problem' with 'answer' / 'solution' (GSM8K / MATH style); found {found}"
+    )
+
+
+def load_task_file(path: str | Path) -> list[Task]:
+    """Every task of a task-set or GSM8K / MATH-style JSONL file, in file order."""
+    return read_tasks(path) if task_file_format(path) == "tasks" else load_math_jsonl(path)

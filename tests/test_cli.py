@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -102,3 +103,30 @@ def test_engine_prints_the_vllm_command_with_the_in_process_settings(capsys: obj
     main(["engine", "prm", "--cpu-cores", "1", "--print"])
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert out.startswith("taskset -c 1 env VLLM_CPU_OMP_THREADS_BIND=1 ")
+
+
+def test_eval_search_parses_a_task_file_and_a_server() -> None:
+    from ponder.cli import search_table_out
+
+    argv = ["eval", "search", "--tasks", "dev.jsonl", "--problems", "50", "--split", "dev"]
+    args = build_parser().parse_args(
+        [*argv, "--server", "http://gpu:8000", "--model", "qwen2.5-math:1.5b", "--api-key", "k"]
+    )
+    assert (args.tasks, args.problems, args.split, args.tier) == (Path("dev.jsonl"), 50, "dev", None)
+    assert (args.server, args.model, args.api_key) == ("http://gpu:8000", "qwen2.5-math:1.5b", "k")
+    assert args.request_timeout == 600.0 and args.prompt_style is None
+    assert search_table_out(args) is None  # a server's models are not here: only --table-out writes it
+    args = build_parser().parse_args([*argv, "--server", "http://gpu:8000", "--table-out", "t.json"])
+    assert search_table_out(args) == Path("t.json") and args.model == "ponder-default"
+    args = build_parser().parse_args([*argv, "--models", "m", "--prompt-style", "completion"])
+    assert args.server is None and args.prompt_style == "completion"
+    assert search_table_out(args) == Path("m") / "auto_table.json"  # in-process: beside the models
+    assert search_table_out(build_parser().parse_args([*argv, "--no-table"])) is None
+    defaults = build_parser().parse_args(["eval", "search"])
+    assert defaults.tasks is None and defaults.tier is None and defaults.problems is None  # tier 4, all
+
+
+def test_eval_search_refuses_a_tier_with_a_task_file_and_a_missing_file(capsys: object) -> None:
+    assert main(["eval", "search", "--tasks", "x.jsonl", "--tier", "3"]) == 2
+    assert main(["eval", "search", "--tasks", "/nonexistent/x.jsonl", "--no-table"]) == 2
+    assert "/nonexistent/x.jsonl" in capsys.readouterr().err  # type: ignore[attr-defined]

@@ -15,8 +15,10 @@ from tasks.datasets import (
     countdown_task,
     last_boxed,
     load_math_jsonl,
+    load_task_file,
     math_reference_answer,
     read_tasks,
+    task_file_format,
     write_tasks,
 )
 from tasks.sets import (
@@ -167,6 +169,33 @@ def test_math_loader_bad_line(tmp_path: Path) -> None:
     path.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="line 2"):
         load_math_jsonl(path)
+
+
+def test_a_task_file_is_read_by_the_format_of_its_first_line(tmp_path: Path) -> None:
+    assert task_file_format(MATH_EXAMPLE) == "math"
+    assert load_task_file(MATH_EXAMPLE) == load_math_jsonl(MATH_EXAMPLE)
+    own = tmp_path / "own.jsonl"
+    write_tasks(own, [MATH, COUNTDOWN])
+    own.write_text("\n" + own.read_text(encoding="utf-8"), encoding="utf-8")  # blank lines are skipped
+    assert task_file_format(own) == "tasks"
+    assert load_task_file(own) == [MATH, COUNTDOWN]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("", "empty"),
+        ("not json\n", "first line"),
+        ('{"text": "q", "label": "1"}\n', "found 'text', 'label'"),
+        ("[1, 2]\n", "found list"),
+    ],
+)
+def test_a_file_in_neither_format_is_refused_by_name(tmp_path: Path, content: str, fragment: str) -> None:
+    path = tmp_path / "odd.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"odd\.jsonl") as error:
+        load_task_file(path)
+    assert fragment in str(error.value)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from fake_prm import FakePRM
 
 from evaluation.auto_fit import FitInputs, fit_table
 from evaluation.report import read_points, read_problem_results, search_markdown, write_outputs
+from evaluation.solver_local import InProcessSolver
 from evaluation.sweep import sweep
 from evaluation.sweep_records import SWEEP_ENTRIES, ProblemResult, SweepPoint, summarize
 from ponder.cli import STRATEGY_LABELS
@@ -113,7 +114,8 @@ async def test_the_sweep_runs_on_fake_engines_and_its_reports_read_back(tmp_path
     entries = [e for e in SWEEP_ENTRIES if e.label in ("majority_vote", "beam")]
     log_path = tmp_path / "progress.jsonl"
     engines = Engines(FakeEngine(), FakePRM())
-    run = await sweep(engines, tasks, entries, [1.0, 4.0], concurrency=3, temperature=0.8, log_path=log_path)
+    solver = InProcessSolver(engines)
+    run = await sweep(solver, tasks, entries, [1.0, 4.0], concurrency=3, temperature=0.8, log_path=log_path)
     lines = ["greedy", "majority_vote", "majority_vote", "beam", "beam", "auto", "auto"]
     assert [p.strategy for p in run.points] == lines
     assert [p.budget_multiple for p in run.points] == [1.0, 1.0, 4.0, 1.0, 4.0, 1.0, 4.0]
