@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -96,7 +97,7 @@ def llama_server(
     )
 
 
-def ask(url: str, model: str, strategy: str) -> dict:  # type: ignore[type-arg]
+def ask(url: str, model: str, strategy: str) -> dict[str, Any]:
     client = OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=300)
     response = client.chat.completions.create(
         model=model,
@@ -112,9 +113,9 @@ def steps_of(text: str) -> tuple[str, ...]:
     return tuple(step for step in re.split(r"(?<=\n\n)", text) if step)
 
 
-def reported_scores_equal_the_reference(report: dict, prm: Path) -> int:  # type: ignore[type-arg]
+def reported_scores_equal_the_reference(report: dict[str, Any], prm: Path, format: str) -> int:
     """Every scored candidate's step scores against the format's transformers reference; how many."""
-    reference = TransformersPRM(prm, read_prm_spec(prm, format=None))
+    reference = TransformersPRM(prm, read_prm_spec(prm, format=format))
     checked = 0
     for candidate in report["candidate_texts"] or []:
         steps = steps_of(candidate["text"])
@@ -145,7 +146,7 @@ def test_the_qwen_pair_reports_the_qwen_reference_scores(
 ) -> None:
     body = ask(qwen_server, "qwen2.5-math:1.5b", "best_of_n")
     assert body["usage"]["scored_tokens"] > 0
-    assert reported_scores_equal_the_reference(body["search"], qwen_pair[1]) >= 2
+    assert reported_scores_equal_the_reference(body["search"], qwen_pair[1], "qwen") >= 2
 
 
 @pytest.mark.engine
@@ -163,7 +164,7 @@ def test_the_math_shepherd_prm_reports_its_reference_scores(
     llama_server: str, llama_shepherd_pair: tuple[Path, Path]
 ) -> None:
     body = ask(llama_server, "llama-3:tiny", "best_of_n")
-    assert reported_scores_equal_the_reference(body["search"], llama_shepherd_pair[1]) >= 2
+    assert reported_scores_equal_the_reference(body["search"], llama_shepherd_pair[1], "math-shepherd") >= 2
 
 
 def refused(argv: list[str]) -> str:
