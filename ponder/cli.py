@@ -21,9 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, CliPositionalArg, CliSettingsSource
 
+from engines.spec import SpecError
 from ponder.defaults import DEFAULT_MODELS
 from server.settings import SETTINGS_CONFIG, ModelSettings, ServerSettings
 
@@ -512,10 +513,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["engine"] and "--" in argv:  # `ponder engine ROLE ... -- <vLLM flags>`
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if extra:
         args.vllm_args = extra
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (SpecError, ValidationError) as error:  # a setting that cannot work: say which, no traceback
+        print(f"ponder {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

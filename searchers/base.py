@@ -166,15 +166,19 @@ class SearcherDefaults:
 
 
 async def score(ctx: SearchContext, traces: Sequence[Trace]) -> list[Trace]:
-    """The traces with PRM step scores (one verifier call for all that lack them)."""
+    """The traces with PRM step scores (one verifier call for all that lack them). A trace too long for
+    the PRM's context cannot be verified: it scores 0 at every step, so any solution the PRM can read is
+    preferred to it, and the search goes on instead of failing."""
     verifier = ctx.require_verifier()
     todo = [i for i, t in enumerate(traces) if not t.scored and t.steps]
-    if not todo:
-        return list(traces)
-    scores = await verifier.score([ctx.candidate(traces[i]) for i in todo])
     out = list(traces)
-    for i, row in zip(todo, scores.step_scores, strict=True):
-        out[i] = replace(out[i], scores=tuple(row))
+    readable = [i for i in todo if verifier.readable(ctx.candidate(traces[i]))]
+    for i in set(todo) - set(readable):
+        out[i] = replace(out[i], scores=(0.0,) * len(traces[i].steps))
+    if readable:
+        scores = await verifier.score([ctx.candidate(traces[i]) for i in readable])
+        for i, row in zip(readable, scores.step_scores, strict=True):
+            out[i] = replace(out[i], scores=tuple(row))
     return out
 
 

@@ -17,9 +17,11 @@ from typing import Literal
 from engines.base import PolicyEngine
 from engines.cpu_binding import engine_cores, on_cpu_backend
 from engines.remote import RemotePolicyEngine
-from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
+from engines.steps import StepBoundary
+from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine, load_tokenizer
 from server.settings import EngineSettings
 from verifiers.prm import StepVerifier
+from verifiers.prm_format import prm_format
 from verifiers.remote_prm import RemotePRM
 from verifiers.vllm_prm import VLLMPRM
 
@@ -36,6 +38,7 @@ class Engines:
 
     @classmethod
     def start(cls, settings: EngineSettings) -> Engines:
+        check_specs(settings)  # a wrong setting fails in a second, not after an engine's start-up
         both_local = not settings.policy_url and not settings.prm_url
         policy_cores, prm_cores = engine_cores() if both_local else (None, None)
         stops: list[Callable[[], None]] = []
@@ -55,6 +58,12 @@ def stop_all(stops: list[Callable[[], None]]) -> None:
     for stop in reversed(stops):
         stop()
     stops.clear()
+
+
+def check_specs(settings: EngineSettings) -> None:
+    """Both specs, read and checked against their tokenizers (SpecError names what is wrong)."""
+    StepBoundary(load_tokenizer(settings.policy_dir), settings.policy_spec().step_delimiter)
+    prm_format(settings.prm_spec(), load_tokenizer(settings.prm_dir))
 
 
 def start_policy(

@@ -82,8 +82,10 @@ class SearchService:
 
     # --- request -> search --------------------------------------------------------------------------
     def strategy_for(self, model: str, options: SearchOptions) -> str | None:
-        base, _, suffix = model.partition(":")
-        if base != self.model_name:
+        if model == self.model_name:  # a name may hold ':' itself (qwen2.5-math:1.5b)
+            return options.strategy
+        base, _, suffix = model.rpartition(":")
+        if base != self.model_name or not suffix:
             raise ApiError(
                 404,
                 f"model {model!r} does not exist; this server serves {self.model_name!r} "
@@ -91,7 +93,7 @@ class SearchService:
                 param="model",
                 code="model_not_found",
             )
-        return suffix or options.strategy
+        return suffix
 
     def engines_healthy(self) -> bool:
         verifier = self.controller.verifier

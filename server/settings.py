@@ -66,7 +66,9 @@ class ModelSettings(BaseSettings):
 
     @model_validator(mode="after")
     def models_named(self) -> Any:
-        if self.models is None and (self.policy is None or self.prm is None):
+        if (self.policy is None) != (self.prm is None):
+            raise ValueError("name both models: --policy with --prm (a PRM reads its own policy's steps)")
+        if self.models is None and self.policy is None:
             raise ValueError("name the models: --models DIR, or both --policy and --prm")
         return self
 

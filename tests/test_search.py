@@ -388,3 +388,18 @@ async def test_auto_keeps_the_probe_when_the_chosen_strategy_is_cut_short() -> N
     found = await controller.run(request(PROBLEMS[0], "auto", probe_cost + tokens + 5, {"accept": 1.0}))
     assert found.knobs["chosen"]["strategy"] == "best_of_n" and len(found.candidates) == 2
     assert found.best.finished and found.text == greedy.text and found.best.scored
+
+
+@pytest.mark.parametrize("strategy", ["best_of_n", "beam", "mcts", "revision"])
+async def test_a_solution_too_long_for_the_prm_scores_zero_instead_of_failing(strategy: str) -> None:
+    """A PRM with a short context (a user's PRM may read less than the policy writes) still serves: the
+    solutions it cannot read score 0 at every step, and the search returns an answer."""
+    prm = FakePRM()
+    prm.max_model_len = 24  # shorter than most Countdown solutions with their prompt
+    asked = request("3 7 9 13 -> 24", strategy, 2000)
+    found = await Controller(FakeEngine(), prm).run(asked)
+    assert found.text and found.candidates
+    read = len(asked.prompt_ids)
+    long = [c for c in found.candidates if c.scored and read + len(c.token_ids) + len(c.steps) > 24]
+    assert all(c.scores == (0.0,) * len(c.steps) for c in long)
+    assert long or strategy != "best_of_n"  # Best-of-N's whole solutions are all too long here

@@ -397,6 +397,7 @@ def qwen2_prm(directory: Path) -> Path:
     tokenizer = qwen2_tokenizer()
     config = qwen2_config(tokenizer, "Qwen2ForProcessRewardModel")
     config.num_labels = 2
+    config.dtype = torch.float32  # as the policy's save records it; vLLM's "auto" would guess otherwise
     body = seeded_model(Qwen2Model, config)
     tensors = {f"model.{name}": tensor for name, tensor in body.state_dict().items()}
     tensors.update(score_head(config.hidden_size, config.num_labels))

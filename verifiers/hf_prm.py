@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from engines.spec import PRMSpec, read_prm_spec
+from engines.spec import PRMSpec, read_prm_spec, verdict_tokens
 from engines.usage import Usage
 from verifiers.prm import Candidate, Scores
 from verifiers.prm_format import prm_format, tag_positions
@@ -91,8 +91,9 @@ class VerdictTokens:
         from transformers import AutoModelForCausalLM
 
         self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
-        self.good_id = int(tokenizer.convert_tokens_to_ids(spec.good_token))
-        self.bad_id = int(tokenizer.convert_tokens_to_ids(spec.bad_token))
+        good, bad = verdict_tokens(tokenizer, spec)
+        self.good_id = int(tokenizer.convert_tokens_to_ids(good))
+        self.bad_id = int(tokenizer.convert_tokens_to_ids(bad))
         self.max_model_len = int(self.model.config.max_position_embeddings)
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,10 @@ class MeteredVerifier:
         self.budget = budget
         self.request_id = request_id
 
+    def readable(self, candidate: Candidate) -> bool:
+        """The PRM can read the candidate whole (a pooled input may fill the context)."""
+        return self.verifier.scored_length(candidate) <= self.verifier.max_model_len
+
     def cost(self, candidates: Sequence[Candidate]) -> int:
         return sum(self.verifier.scored_length(c) for c in candidates)
 
