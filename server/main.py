@@ -25,7 +25,6 @@ from searchers.registry import default_searchers
 from server.admission import Admission
 from server.app import build_app
 from server.metrics import Metrics
-from server.serving import SearchService
 from verifiers.prm import StepVerifier
 
 log = logging.getLogger("ponder.server")
@@ -57,9 +56,7 @@ def create_app(config: ServerConfig, policy: PolicyEngine, prm: StepVerifier | N
         max_budget=config.max_budget,
     )
     controller = Controller(policy, prm, limits, default_searchers(AutoTable.for_models(config.models)))
-    service = SearchService(
-        controller, metrics, Admission(config.max_running, config.max_queued, metrics), config.model_name
-    )
+    admission = Admission(config.max_running, config.max_queued, metrics)
 
     async def health() -> dict[str, bool]:
         engines: dict[str, PolicyEngine | StepVerifier | None] = {"policy": policy, "prm": prm}
@@ -68,7 +65,7 @@ def create_app(config: ServerConfig, policy: PolicyEngine, prm: StepVerifier | N
         await asyncio.gather(*(engine.probe() for engine in present.values()))
         return {name: engine.is_healthy for name, engine in present.items()}
 
-    return build_app(service, health, config.api_key)
+    return build_app(controller, admission, metrics, config.model_name, health, config.api_key)
 
 
 def start_engines(config: ServerConfig) -> tuple[PolicyEngine, StepVerifier, Callable[[], None]]:
