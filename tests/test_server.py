@@ -86,6 +86,7 @@ BAD_REQUESTS: list[tuple[str, Any, int, str | None]] = [
         "temperature",
     ),
     ("unknown model", chat_body(model="gpt-5"), 404, "model"),
+    ("bad search on a stream", chat_body(stream=True, search={"budget": 10**9}), 400, "search.budget"),
     ("too many stops", chat_body(stop=["a", "b", "c", "d", "e"]), 400, "stop"),
     ("n out of range", chat_body(n=0), 400, "n"),
     (
