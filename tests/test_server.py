@@ -281,15 +281,15 @@ async def test_a_client_that_leaves_cancels_its_search(stream: bool) -> None:
     engine = Endless()
     body = chat_body(stream=stream, search={"strategy": "greedy"})
     headers = {"X-Request-Id": "leaver"}
-    async with live_server(engine) as url, httpx.AsyncClient(base_url=url, timeout=0.5) as http:
+    async with live_server(engine) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
         if stream:
             async with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
                 async for line in r.aiter_lines():
                     if line.startswith(":"):
                         break  # the search is under way (a heartbeat came): hang up
         else:
-            with pytest.raises(httpx.TimeoutException):
-                await http.post("/v1/chat/completions", json=body, headers=headers)
+            with pytest.raises(httpx.TimeoutException):  # gives up waiting for the whole answer
+                await http.post("/v1/chat/completions", json=body, headers=headers, timeout=0.5)
         for _ in range(40):
             if "leaver-0" in engine.aborted:
                 break
