@@ -22,7 +22,6 @@ from searchers.registry import default_searchers
 from server.admission import Admission
 from server.app import build_app
 from server.metrics import Metrics
-from server.serving import SearchService
 from server.settings import ServerSettings
 from verifiers.prm import StepVerifier
 
@@ -34,7 +33,6 @@ def create_app(settings: ServerSettings, policy: PolicyEngine, prm: StepVerifier
     searchers = default_searchers(AutoTable.if_measured(settings.auto_table))
     controller = Controller(policy, prm, Limits.of(settings), searchers)
     admission = Admission(settings.max_running, settings.max_queued, metrics)
-    service = SearchService(controller, metrics, admission, settings.model_name)
 
     async def health() -> dict[str, bool]:
         engines: dict[str, PolicyEngine | StepVerifier | None] = {"policy": policy, "prm": prm}
@@ -43,7 +41,7 @@ def create_app(settings: ServerSettings, policy: PolicyEngine, prm: StepVerifier
         await asyncio.gather(*(engine.probe() for engine in present.values()))
         return {name: engine.is_healthy for name, engine in present.items()}
 
-    return build_app(service, health, settings.api_key)
+    return build_app(controller, admission, metrics, settings.model_name, health, settings.api_key)
 
 
 def serve(settings: ServerSettings) -> None:

@@ -3,7 +3,9 @@
 Contract: pydantic models validate every request body (wrong types, out-of-range values and unknown
 `search` fields are refused; unknown OpenAI fields are ignored, as OpenAI's own server does). The
 `search` object is what clients send through `extra_body`; the response carries a `search` object
-with what the search did. Usage counts every token the search spent.
+with what the search did. Usage counts every token the search spent. A stream is made of the chunk
+models below (serialised with `model_dump_json`): the chat chunk with its delta, the completion
+chunk, Ponder's progress chunk (no choices, a `ponder` event) and the usage chunk.
 """
 
 from __future__ import annotations
@@ -12,9 +14,18 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from verifiers.aggregate import Aggregation
+
+FinishReason = Literal["stop", "length"]
 
 
 class SearchOptions(BaseModel):
@@ -63,6 +74,9 @@ class SamplingFields(BaseModel):
             raise ValueError("at most 4 stop sequences")
         return value
 
+    def token_limit(self) -> int | None:
+        return self.max_tokens
+
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant", "developer", "tool"]
@@ -84,9 +98,6 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] = Field(min_length=1)
-
-    def token_limit(self) -> int | None:
-        return self.max_tokens
 
 
 class PromptTokensDetails(BaseModel):
@@ -127,7 +138,7 @@ class ChatMessageOut(BaseModel):
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessageOut
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReason
     logprobs: None = None
 
 
@@ -144,7 +155,7 @@ class ChatCompletionResponse(BaseModel):
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReason
     logprobs: None = None
 
 
@@ -156,6 +167,66 @@ class CompletionResponse(BaseModel):
     choices: list[CompletionChoice]
     usage: UsageInfo
     search: SearchReport | list[SearchReport]
+
+
+# --- streaming chunks ------------------------------------------------------------------------------
+class StreamChunk(BaseModel):
+    """What every chunk of one stream carries: the stream's id, object, creation time and model."""
+
+    id: str
+    object: Literal["chat.completion.chunk", "text_completion"]
+    created: int
+    model: str
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def only_what_is_new(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # OpenAI's deltas leave out what a chunk does not change (the last delta is {}), not null it.
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    finish_reason: FinishReason | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(StreamChunk):
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    choices: list[ChatChunkChoice]
+
+
+class ChatCompletionLastChunk(ChatCompletionChunk):
+    """A choice's last chunk: its finish reason, and what its search did."""
+
+    search: SearchReport
+
+
+class CompletionChunk(StreamChunk):
+    """A completion choice streams as one chunk: its text, finish reason and search report."""
+
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[CompletionChoice]
+    search: SearchReport
+
+
+class ProgressChunk(StreamChunk):
+    """Search progress: no choices (the official client accepts such chunks), Ponder's event instead."""
+
+    choices: tuple[()] = ()
+    ponder: dict[str, Any]  # {"event": name, **details}
+
+
+class UsageChunk(StreamChunk):
+    """The last chunk before [DONE] when `stream_options.include_usage` asks for it."""
+
+    choices: tuple[()] = ()
+    usage: UsageInfo
 
 
 class ModelCard(BaseModel):

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fake_engine import FakeEngine
 from fake_prm import FakePRM
 
+from server.errors import error_type
 from server.main import create_app
 from server.settings import ServerSettings
 
@@ -82,6 +87,7 @@ BAD_REQUESTS: list[tuple[str, Any, int, str | None]] = [
         "temperature",
     ),
     ("unknown model", chat_body(model="gpt-5"), 404, "model"),
+    ("bad search on a stream", chat_body(stream=True, search={"budget": 10**9}), 400, "search.budget"),
     ("too many stops", chat_body(stop=["a", "b", "c", "d", "e"]), 400, "stop"),
     ("n out of range", chat_body(n=0), 400, "n"),
     (
@@ -212,3 +218,95 @@ async def test_a_dead_engine_gets_503_not_500() -> None:
         health = await c.get("/health")
     assert r.status_code == 503 and r.json()["error"]["code"] == "engine_dead" and r.headers["retry-after"]
     assert health.status_code == 503
+
+
+async def test_a_dead_engine_mid_stream_ends_the_stream_with_a_server_error() -> None:
+    class Dead(FakeEngine):
+        async def rollout(self, *args: Any, **kwargs: Any) -> Any:
+            self.is_healthy = False
+            raise RuntimeError("EngineCore died")
+
+    body = chat_body(stream=True, search={"strategy": "greedy"})
+    async with client(engine=Dead()) as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+        lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+    assert r.status_code == 200 and lines[-1] == "data: [DONE]"
+    error = json.loads(lines[-2][6:])["error"]
+    assert error["code"] == "engine_dead" and error["type"] == "service_unavailable"
+
+
+async def test_a_stream_without_progress_sends_heartbeats() -> None:
+    class Slow(FakeEngine):
+        async def rollout(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(1.2)  # greedy reports no progress: only heartbeats fill the wait
+            return await super().rollout(*args, **kwargs)
+
+    body = chat_body(stream=True, search={"strategy": "greedy"})
+    async with client(engine=Slow()) as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+        lines = [line async for line in r.aiter_lines() if line]
+    assert lines[0].startswith("data: ") and json.loads(lines[0][6:])["choices"][0]["delta"]["role"]
+    assert ": keep-alive" in lines and lines[-1] == "data: [DONE]"
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 413, 429, 500, 503])
+def test_error_types_follow_the_status(status: int) -> None:
+    expected = {401: "authentication_error", 429: "rate_limit_error", 500: "server_error"}
+    expected[503] = "service_unavailable"
+    assert error_type(status) == expected.get(status, "invalid_request_error")
+
+
+@contextlib.asynccontextmanager
+async def live_server(engine: FakeEngine) -> AsyncIterator[str]:
+    """A real uvicorn server (an in-memory transport cannot hang up) on the fake engines."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    app = create_app(ServerSettings(models=Path("/nonexistent")), engine, FakePRM())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_a_client_that_leaves_cancels_its_search(stream: bool) -> None:
+    class Endless(FakeEngine):
+        async def rollout(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(60)  # outlasts the test: only a cancelled search ends sooner
+            return await super().rollout(*args, **kwargs)
+
+    engine = Endless()
+    body = chat_body(stream=stream, search={"strategy": "greedy"})
+    headers = {"X-Request-Id": "leaver"}
+    async with live_server(engine) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        if stream:
+            async with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith(":"):
+                        break  # the search is under way (a heartbeat came): hang up
+        else:
+            with pytest.raises(httpx.TimeoutException):  # gives up waiting for the whole answer
+                await http.post("/v1/chat/completions", json=body, headers=headers, timeout=0.5)
+        for _ in range(40):
+            if "leaver-0" in engine.aborted:
+                break
+            await asyncio.sleep(0.1)
+        # Checked while the server runs: its shutdown would end the search anyway.
+        assert "leaver-0" in engine.aborted
+
+
+async def test_a_model_name_may_hold_a_colon() -> None:
+    """`qwen2.5-math:1.5b` is served as itself, and with a strategy suffix after it."""
+    name = "qwen2.5-math:1.5b"
+    async with client(model_name=name) as c:
+        plain = await c.post("/v1/chat/completions", json={**chat_body(model=name), "seed": 1})
+        beam = await c.post("/v1/chat/completions", json={**chat_body(model=f"{name}:beam"), "seed": 1})
+        other = await c.post("/v1/chat/completions", json=chat_body(model="qwen2.5-math"))
+        bogus = await c.post("/v1/chat/completions", json=chat_body(model=f"{name}:"))
+    assert plain.status_code == 200 and plain.json()["model"] == name, plain.text
+    assert beam.status_code == 200 and beam.json()["search"]["strategy"] == "beam"
+    assert other.status_code == bogus.status_code == 404
