@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
 )
@@ -52,8 +53,30 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+# OpenAI fields a search cannot honour: a request that sets one is refused (400, naming it), not served as
+# if it had not asked. Unknown fields are refused too (`extra="forbid"`).
+UNSUPPORTED = {
+    "logprobs": "the chosen answer's log-probabilities are not returned (a search scores whole steps)",
+    "top_logprobs": "the chosen answer's log-probabilities are not returned (a search scores whole steps)",
+    "tools": "tool calls are not searched over",
+    "tool_choice": "tool calls are not searched over",
+    "functions": "function calls are not searched over",
+    "function_call": "function calls are not searched over",
+    "parallel_tool_calls": "tool calls are not searched over",
+    "response_format": "structured output is not enforced on the candidates",
+    "logit_bias": "logit biases are not applied to the policy's samples",
+    "presence_penalty": "penalties are not applied to the policy's samples",
+    "frequency_penalty": "penalties are not applied to the policy's samples",
+    "echo": "the prompt is not echoed",
+    "best_of": "use search.strategy best_of_n with a budget instead",
+    "suffix": "insertion (a suffix after the completion) is not searched",
+}
+
+
 class SamplingFields(BaseModel):
     """OpenAI's sampling fields shared by both endpoints."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
@@ -66,6 +89,28 @@ class SamplingFields(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     search: SearchOptions | None = None
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    echo: bool | None = None
+    best_of: int | None = None
+    suffix: str | None = None
+
+    @field_validator(*UNSUPPORTED)
+    @classmethod
+    def honoured(cls, value: Any, info: ValidationInfo) -> Any:
+        """Unset, or set to what changes nothing (false, 0, a text response format), or refused."""
+        if value in (None, False, 0) or value == {"type": "text"} or value == [] or value == "none":
+            return value
+        raise ValueError(f"not supported: {UNSUPPORTED[str(info.field_name)]}")
 
     @field_validator("stop")
     @classmethod

@@ -310,3 +310,38 @@ async def test_a_model_name_may_hold_a_colon() -> None:
     assert plain.status_code == 200 and plain.json()["model"] == name, plain.text
     assert beam.status_code == 200 and beam.json()["search"]["strategy"] == "beam"
     assert other.status_code == bogus.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "endpoint"),
+    [
+        ("logprobs", True, "chat"),
+        ("top_logprobs", 3, "chat"),
+        ("tools", [{"type": "function", "function": {"name": "f"}}], "chat"),
+        ("response_format", {"type": "json_object"}, "chat"),
+        ("presence_penalty", 0.5, "chat"),
+        ("logprobs", 2, "completion"),
+        ("echo", True, "completion"),
+        ("best_of", 4, "completion"),
+    ],
+)
+async def test_what_the_search_cannot_honour_is_refused_by_name(
+    field: str, value: Any, endpoint: str
+) -> None:
+    body = chat_body() if endpoint == "chat" else {"model": "ponder-default", "prompt": PROMPT + "\n"}
+    path = "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
+    async with client() as c:
+        r = await c.post(path, json={**body, field: value})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == field and "not supported" in error["message"]
+    assert error["type"] == "invalid_request_error"
+
+
+async def test_unset_or_neutral_unsupported_fields_and_unknown_ones() -> None:
+    async with client() as c:
+        neutral = {"logprobs": False, "response_format": {"type": "text"}, "presence_penalty": 0, "seed": 1}
+        ok = await c.post("/v1/chat/completions", json={**chat_body(), **neutral})
+        unknown = await c.post("/v1/chat/completions", json={**chat_body(), "temperature_schedule": "cosine"})
+    assert ok.status_code == 200, ok.text
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "temperature_schedule"
