@@ -17,6 +17,7 @@ from typing import Literal
 from engines.base import PolicyEngine
 from engines.cpu_binding import engine_cores, on_cpu_backend
 from engines.remote import RemotePolicyEngine
+from engines.spec import SpecError
 from engines.steps import StepBoundary
 from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine, load_tokenizer
 from server.settings import EngineSettings
@@ -62,8 +63,15 @@ def stop_all(stops: list[Callable[[], None]]) -> None:
 
 def check_specs(settings: EngineSettings) -> None:
     """Both specs, read and checked against their tokenizers (SpecError names what is wrong)."""
-    StepBoundary(load_tokenizer(settings.policy_dir), settings.policy_spec().step_delimiter)
-    prm_format(settings.prm_spec(), load_tokenizer(settings.prm_dir))
+    policy_tokenizer = load_tokenizer(settings.policy_dir)
+    prm_tokenizer = load_tokenizer(settings.prm_dir)
+    StepBoundary(policy_tokenizer, settings.policy_spec().step_delimiter)
+    format = prm_format(settings.prm_spec(), prm_tokenizer)
+    if format.reads_policy_ids and policy_tokenizer.get_vocab() != prm_tokenizer.get_vocab():
+        raise SpecError(
+            f"a {format.spec.format}-format PRM reads the policy's token ids, but {settings.prm_dir} has "
+            f"another vocabulary than {settings.policy_dir}; name the PRM's format (--prm-format)"
+        )
 
 
 def start_policy(

@@ -25,6 +25,7 @@ from openai import OpenAI
 from tiny_models import llama3_policy, math_problems, math_shepherd_prm, qwen2_policy, qwen2_prm
 
 from engines.spec import read_prm_spec
+from ponder.defaults import DEFAULT_PRM
 from verifiers.hf_prm import TransformersPRM
 from verifiers.prm import Candidate
 
@@ -182,5 +183,7 @@ def test_bad_settings_are_refused_at_start_up(qwen_pair: tuple[Path, Path]) -> N
     missing = refused([*pair, "--prm-format", "qwen", "--prm-step-tag", "<extra_9>"])
     assert "step tag '<extra_9>' is not a token" in missing
     assert "name both models" in refused(["--policy", policy])
+    # our own format reads the policy's ids: a PRM of another vocabulary cannot be read that way
+    assert "another vocabulary" in refused(["--policy", policy, "--prm", str(DEFAULT_PRM)])
     # the embedded models' character tokenizer has no snowman (a byte-level BPE can write anything)
     assert "cannot write the step delimiter" in refused(["--step-delimiter", "\u2603"])
