@@ -84,7 +84,8 @@ def describe_validation(errors: list[Any]) -> tuple[str, str | None]:
         location = [str(x) for x in error.get("loc", ()) if x != "body"]
         where = ".".join(location) or "body"
         param = param or (where if location else None)
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")  # pydantic's wrapper
+        parts.append(f"{where}: {message}")
     return "; ".join(parts) or "invalid request", param
 
 
