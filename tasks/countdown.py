@@ -1,8 +1,9 @@
 """Countdown: combine numbers two at a time with + - * / until one number remains, equal to the target.
 
 Contract:
-- `generate(tier, n, seed)` returns `n` always-solvable problems with `tier` starting numbers, the same
-  for the same seed.
+- `generate(tier, n, seed, split)` returns `n` always-solvable problems with `tier` starting numbers, the
+  same for the same seed, distinct by meaning (canonical key), all from `split` when one is given
+  (`tasks.split`: eval, dev or train, by the key's hash).
 - `solve(numbers, target)` enumerates every solution; `reference_solution` picks one uniformly.
 - Text format, one step per line (the unit of search and of PRM scoring):
 
@@ -18,6 +19,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
+
+from tasks.split import Split, split_of_key
+
+Distinct = Literal["order", "meaning"]
+MAX_DRAWS_PER_PROBLEM = 200  # far more than any split needs; past it the problems asked do not exist
 
 OPS = ("+", "-", "*", "/")
 NUMBER_RANGE = (1, 13)
@@ -49,6 +56,12 @@ class Problem:
     @property
     def tier(self) -> int:
         return len(self.numbers)
+
+    @property
+    def key(self) -> str:
+        """The canonical key: the numbers sorted, then the target. The same numbers in another order
+        are the same problem (`tasks.split` partitions problems by this key)."""
+        return " ".join(str(n) for n in sorted(self.numbers)) + f" -> {self.target}"
 
     def prompt(self) -> str:
         return " ".join(str(n) for n in self.numbers) + PROMPT_ARROW + str(self.target) + STEP_DELIMITER
@@ -156,19 +169,29 @@ def random_problem(tier: int, rng: random.Random) -> Problem:
             return Problem(numbers, state[0])
 
 
-def generate(tier: int, n: int, seed: int) -> list[Problem]:
-    """`n` distinct solvable problems with `tier` numbers; the seed fixes the list."""
+def generate(
+    tier: int, n: int, seed: int, split: Split | None = None, distinct: Distinct = "order"
+) -> list[Problem]:
+    """`n` solvable problems with `tier` numbers, from `split` if given; the seed fixes the list. Random
+    play draws them as always, and a split keeps the ones its buckets hold, so each split is distributed
+    like the others. `distinct`: "order" (training's, as always: the same numbers in another order are
+    another prompt) or "meaning" (an eval or dev set: one problem per canonical key)."""
     if tier < 2:
         raise ValueError("a Countdown problem needs at least 2 numbers")
     rng = random.Random(f"countdown-{tier}-{seed}")
-    seen: set[Problem] = set()
+    seen: set[object] = set()
     problems: list[Problem] = []
-    while len(problems) < n:
+    for _ in range(MAX_DRAWS_PER_PROBLEM * n):
         problem = random_problem(tier, rng)
-        if problem not in seen:
-            seen.add(problem)
+        identity = problem.key if distinct == "meaning" else problem
+        if identity not in seen and (split is None or split_of_key(problem.key) == split):
+            seen.add(identity)
             problems.append(problem)
-    return problems
+            if len(problems) == n:
+                return problems
+    raise ValueError(
+        f"only {len(problems)} distinct {tier}-number problems found for {n} asked ({split or 'any'})"
+    )
 
 
 def parse_prompt(text: str) -> Problem | None:

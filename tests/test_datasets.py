@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.countdown import Problem, SolutionCounter, generate
+from tasks.countdown import Problem, SolutionCounter
 from tasks.datasets import (
     Task,
     countdown_problem,
@@ -23,13 +23,14 @@ from tasks.datasets import (
 )
 from tasks.sets import (
     DATA_DIR,
-    EVAL_SEED,
-    EVAL_SIZE,
     EVAL_TIERS,
-    eval_problems,
+    SET_SIZE,
     eval_set_path,
+    load_dev_set,
     load_eval_set,
+    split_problems,
 )
+from tasks.split import split_of_key
 from verifiers.math import check_math_answer, extract_final_answer
 from verifiers.outcome import final_answer, grade
 
@@ -110,15 +111,16 @@ def test_countdown_problem_rejects_bad_tasks(task: Task) -> None:
 
 
 @pytest.mark.parametrize("tier", EVAL_TIERS)
-def test_shipped_eval_sets(tier: int) -> None:
-    assert eval_set_path(tier).is_file()
-    tasks = load_eval_set(tier)
-    assert len(tasks) == EVAL_SIZE
-    assert [task.id for task in tasks] == [f"countdown-{tier}-{index:04d}" for index in range(EVAL_SIZE)]
+@pytest.mark.parametrize("split", ["eval", "dev"])
+def test_shipped_eval_and_dev_sets(tier: int, split: str) -> None:
+    tasks = load_eval_set(tier) if split == "eval" else load_dev_set(tier)
+    name = f"countdown-{tier}" if split == "eval" else f"countdown-{tier}-dev"
+    assert len(tasks) == SET_SIZE
+    assert [task.id for task in tasks] == [f"{name}-{index:04d}" for index in range(SET_SIZE)]
     problems = [countdown_problem(task) for task in tasks]
-    assert len(set(problems)) == EVAL_SIZE
-    assert problems == generate(tier, EVAL_SIZE, EVAL_SEED)
-    assert set(problems) == eval_problems((tier,))
+    assert len({p.key for p in problems}) == SET_SIZE  # distinct by meaning, not only by string
+    assert problems == split_problems(split, tier)  # type: ignore[arg-type]
+    assert all(split_of_key(p.key) == split for p in problems)
     assert all(task.tier == tier and task.kind == "countdown" for task in tasks)
     counters: dict[int, SolutionCounter] = {}
     for problem in problems:
@@ -126,10 +128,11 @@ def test_shipped_eval_sets(tier: int) -> None:
         assert counter.count(problem.numbers) > 0, problem
 
 
-def test_eval_sets_are_disjoint_and_limit_works() -> None:
-    all_problems = [countdown_problem(task) for tier in EVAL_TIERS for task in load_eval_set(tier)]
-    assert set(all_problems) == eval_problems()
-    assert load_eval_set(4, limit=7) == load_eval_set(4)[:7]
+def test_eval_and_dev_sets_share_no_problem_and_limit_works() -> None:
+    evals = {countdown_problem(t).key for tier in EVAL_TIERS for t in load_eval_set(tier)}
+    devs = {countdown_problem(t).key for tier in EVAL_TIERS for t in load_dev_set(tier)}
+    assert len(evals) == len(devs) == SET_SIZE * len(EVAL_TIERS) and not evals & devs
+    assert eval_set_path(4).is_file() and load_eval_set(4, limit=7) == load_eval_set(4)[:7]
 
 
 # --- math loading -------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The PRM's exactly-labelled verification data: every label it carries must be the true value."""
 
 from tasks.countdown import parse_prompt
-from tasks.sets import eval_problems
+from tasks.split import split_of_key
 from training.loop import IGNORE
 from training.prm import prm_example, synthetic_records
 from training.tokenizer import STEP_TAG, build_tokenizer
@@ -9,7 +9,7 @@ from verifiers.countdown import check_solution, legal_prefix_state
 
 
 def test_synthetic_labels_are_exact() -> None:
-    records = synthetic_records({3: 40, 4: 40, 5: 10}, seed=1, exclude=set())
+    records = synthetic_records({3: 40, 4: 40, 5: 10}, seed=1)
     assert len(records) > 150
     corrupted = 0
     for record in records:
@@ -31,10 +31,10 @@ def test_synthetic_labels_are_exact() -> None:
     assert corrupted > 50
 
 
-def test_synthetic_data_never_uses_evaluation_problems() -> None:
-    held_out = eval_problems((3,), 300)
-    records = synthetic_records({3: 400}, seed=2, exclude=held_out)
-    assert all(parse_prompt(r["prompt"]) not in held_out for r in records)
+def test_synthetic_data_draws_from_the_train_split_only() -> None:
+    records = synthetic_records({3: 400}, seed=2)
+    problems = [parse_prompt(r["prompt"]) for r in records]
+    assert all(p is not None and split_of_key(p.key) == "train" for p in problems)
 
 
 def test_unknown_labels_carry_no_loss() -> None:

@@ -10,7 +10,8 @@ Stages, each resumable on its own with `--stages`:
 `ponder train` adds a last stage, `card` (held-out metrics of both checkpoints on vLLM, written to their
 ponder_card.json), through `later_stages`: measuring belongs to `evaluation`, which training does not import.
 
-The evaluation problems (`tasks.sets.eval_problems`) are excluded from every training set.
+Every stage draws its problems from the train split alone (`tasks.split`; `training.problems` lists them),
+so the eval and dev sets are held out by meaning.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ def tiers(table: dict[str, int]) -> dict[int, int]:
 def stage_policy(recipe: dict[str, Any], out: Path) -> None:
     import torch
 
-    from tasks.sets import eval_problems
     from training.checkpoint import save_checkpoint
     from training.loop import FitConfig, MetricsLog
     from training.sft import train_policy
@@ -64,10 +64,7 @@ def stage_policy(recipe: dict[str, Any], out: Path) -> None:
     sft = recipe["sft"]
     tokenizer = build_tokenizer()
     traces = build_traces(
-        tiers(sft["problems_per_tier"]),
-        int(sft["solutions_per_problem"]),
-        int(recipe["seed"]),
-        eval_problems(),
+        tiers(sft["problems_per_tier"]), int(sft["solutions_per_problem"]), int(recipe["seed"])
     )
     fit_config = FitConfig.from_table(sft, int(recipe["seed"]))
     started = time.time()

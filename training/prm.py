@@ -29,7 +29,6 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 from tasks.countdown import Problem, Step, generate, reference_solution
 from tasks.datasets import read_jsonl
-from tasks.sets import eval_problems
 from training.checkpoint import llama_config, save_checkpoint
 from training.loop import IGNORE, Example, FitConfig, LossFn, MetricsLog, fit
 from training.sft import encode_prompt
@@ -68,23 +67,31 @@ def corrupt(step: Step, rng: random.Random) -> Step:
     return replace(step, right=off(step.right))
 
 
-def synthetic_records(
-    problems_per_tier: dict[int, int], seed: int, exclude: set[Problem]
-) -> list[dict[str, Any]]:
+def synthetic_problems(problems_per_tier: dict[int, int], seed: int) -> list[Problem]:
+    """The problems of the synthetic records: train split only."""
+    return [
+        p for tier, count in sorted(problems_per_tier.items()) for p in generate(tier, count, seed, "train")
+    ]
+
+
+def synthetic_table(recipe: dict[str, Any]) -> tuple[dict[int, int], int]:
+    """The recipe's synthetic problems per tier (none unless it asks) and their seed."""
+    table = recipe["prm"].get("synthetic_problems_per_tier", {})
+    return {int(k): int(v) for k, v in table.items()}, int(recipe["seed"]) + 3000
+
+
+def synthetic_records(problems_per_tier: dict[int, int], seed: int) -> list[dict[str, Any]]:
     """Exactly-labelled solver solutions and corrupted copies (see the module docstring)."""
     rng = random.Random(seed)
     records: list[dict[str, Any]] = []
-    for tier, count in sorted(problems_per_tier.items()):
-        for problem in generate(tier, count, seed):
-            if problem in exclude:
-                continue
-            steps = reference_solution(problem, rng)
-            texts = [s.text() for s in steps]
-            records.append(_record(problem, texts, [None] * (len(steps) - 1) + [1.0]))
-            k = rng.randrange(len(steps))
-            bad = [*texts[:k], corrupt(steps[k], rng).text(), *texts[k + 1 :]]
-            if legal_prefix_state(problem, bad[: k + 1]) is None:  # corruption made the step illegal
-                records.append(_record(problem, bad, [None] * k + [0.0] * (len(steps) - k)))
+    for problem in synthetic_problems(problems_per_tier, seed):
+        steps = reference_solution(problem, rng)
+        texts = [s.text() for s in steps]
+        records.append(_record(problem, texts, [None] * (len(steps) - 1) + [1.0]))
+        k = rng.randrange(len(steps))
+        bad = [*texts[:k], corrupt(steps[k], rng).text(), *texts[k + 1 :]]
+        if legal_prefix_state(problem, bad[: k + 1]) is None:  # corruption made the step illegal
+            records.append(_record(problem, bad, [None] * k + [0.0] * (len(steps) - k)))
     return records
 
 
@@ -121,11 +128,7 @@ def train_prm(recipe: dict[str, Any], out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(out / "policy"))
     tag_id, good_id, bad_id = (int(tokenizer.convert_tokens_to_ids(t)) for t in (STEP_TAG, GOOD, BAD))
     records = labelled_records(out, use_exact=table.get("use_exact_data", True))
-    synthetic = synthetic_records(
-        {int(k): int(v) for k, v in table.get("synthetic_problems_per_tier", {}).items()},
-        int(recipe["seed"]) + 3000,
-        eval_problems(),
-    )
+    synthetic = synthetic_records(*synthetic_table(recipe))
     examples = [prm_example(tokenizer, r, tag_id) for r in records + synthetic]
     torch.manual_seed(int(recipe["seed"]))
     if table.get("init", "policy") == "policy":

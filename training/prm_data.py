@@ -28,7 +28,6 @@ from engines.base import PolicyEngine, Sampling
 from engines.spec import read_policy_spec
 from engines.vllm_engine import VLLMConfig, VLLMPolicyEngine
 from tasks.countdown import Problem, generate
-from tasks.sets import eval_problems
 from verifiers.montecarlo import LabelledSolution, label_problems
 
 BATCH_PROBLEMS = 32
@@ -54,13 +53,20 @@ async def _label_all(
 
 
 def training_problems(per_tier: dict[str, int], seed: int) -> list[Problem]:
-    held_out = eval_problems()
+    """The problems whose policy solutions get labelled: train split only."""
     return [
-        p
-        for tier, count in sorted(per_tier.items())
-        for p in generate(int(tier), int(count), seed)
-        if p not in held_out
+        p for tier, count in sorted(per_tier.items()) for p in generate(int(tier), int(count), seed, "train")
     ]
+
+
+def labelled_problems(recipe: dict[str, Any]) -> dict[str, list[Problem]]:
+    """Every problem list `label_steps` draws, by what it labels (as `label_steps` seeds them)."""
+    table = recipe["prm_data"]
+    seed = int(recipe["seed"]) + 2000
+    lists = {"prm_data_mc": training_problems(table["problems_per_tier"], seed)}
+    if table.get("exact_problems_per_tier"):
+        lists["prm_data_exact"] = training_problems(table["exact_problems_per_tier"], seed + 1)
+    return lists
 
 
 def label_steps(recipe: dict[str, Any], policy_dir: Path, out_dir: Path) -> None:
@@ -73,20 +79,22 @@ def label_steps(recipe: dict[str, Any], policy_dir: Path, out_dir: Path) -> None
         VLLMConfig(model=str(policy_dir), kv_cache_gib=2), read_policy_spec(policy_dir)
     )
 
+    problems = labelled_problems(recipe)
+
     async def label() -> None:  # one event loop for the engine's whole life
         labelled = await _label_all(
             engine,
-            training_problems(table["problems_per_tier"], seed),
+            problems["prm_data_mc"],
             int(table["samples_per_problem"]),
             int(table["rollouts"]),
             sampling,
             "prm labels",
         )
         write_records(labelled, out_dir / "prm_data.jsonl")
-        if table.get("exact_problems_per_tier"):
+        if "prm_data_exact" in problems:
             exact = await _label_all(
                 engine,
-                training_problems(table["exact_problems_per_tier"], seed + 1),
+                problems["prm_data_exact"],
                 int(table["exact_samples_per_problem"]),
                 0,
                 replace(sampling, seed=seed + 1_000),

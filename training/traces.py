@@ -1,7 +1,7 @@
 """Solver traces for behaviour cloning: (prompt, reference solution) pairs over several tiers.
 
-Contract: `build_traces` is deterministic in its seed and never yields a problem from the `exclude`
-set (the shipped held-out evaluation sets), so evaluation stays held out.
+Contract: `build_traces` is deterministic in its seed and draws its problems (`sft_problems`) from the
+train split alone (`tasks.split`), so the eval and dev problems stay held out by meaning.
 """
 
 from __future__ import annotations
@@ -21,16 +21,18 @@ class Trace:
     tier: int
 
 
-def build_traces(
-    problems_per_tier: dict[int, int],
-    solutions_per_problem: int,
-    seed: int,
-    exclude: set[Problem] | None = None,
-) -> list[Trace]:
+def sft_problems(problems_per_tier: dict[int, int], seed: int) -> dict[int, list[Problem]]:
+    """The problems behaviour cloning solves, by tier: train split only."""
+    return {
+        tier: generate(tier, count, seed=seed + 1000, split="train")
+        for tier, count in sorted(problems_per_tier.items())
+    }
+
+
+def build_traces(problems_per_tier: dict[int, int], solutions_per_problem: int, seed: int) -> list[Trace]:
     rng = random.Random(seed)
     traces: list[Trace] = []
-    for tier, count in sorted(problems_per_tier.items()):
-        problems = [p for p in generate(tier, count, seed=seed + 1000) if p not in (exclude or set())]
+    for tier, problems in sft_problems(problems_per_tier, seed).items():
         for problem in tqdm(problems, desc=f"solver traces, {tier} numbers", unit="problem"):
             counter = SolutionCounter(problem.target)
             for _ in range(solutions_per_problem):
