@@ -61,12 +61,20 @@ async def gather_or_cancel(calls: Sequence[Awaitable[T]]) -> list[T]:
 class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
-    max_step_tokens: int = 48  # one step never needs more; a longer one is cut ("length")
-    max_tokens: int = 256  # whole rollouts
+    # None: the policy's spec (`PolicySpec.max_step_tokens`, `max_solution_tokens`); a request may ask for
+    # less. A step or rollout longer than its limit is cut ("length").
+    max_step_tokens: int | None = None
+    max_tokens: int | None = None
     seed: int | None = None
     # Cumulative log-probabilities, for MCTS's priors only: off by default because they cost the engine a
     # log-softmax per token and the output processor a Python object per token.
     logprobs: bool = False
+
+    def limit(self, spec: PolicySpec, until_step: bool) -> int:
+        """The token limit of one step (`until_step`) or one whole rollout, the spec's unless set."""
+        if until_step:
+            return self.max_step_tokens or spec.max_step_tokens
+        return self.max_tokens or spec.max_solution_tokens
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from engines.base import Generation, PolicyEngine, Sampling
 from engines.budget import Budget, DeadlineExceeded
+from engines.spec import PolicySpec
 from engines.usage import Usage
 
 
@@ -24,6 +25,10 @@ class MeteredPolicy:
         self.engine = engine
         self.budget = budget
         self.request_id = request_id
+
+    @property
+    def spec(self) -> PolicySpec:
+        return self.engine.spec
 
     def split_steps(self, token_ids: Sequence[int]) -> list[tuple[int, ...]]:
         return self.engine.split_steps(token_ids)
@@ -41,7 +46,7 @@ class MeteredPolicy:
         self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, until_step: bool
     ) -> Generation:
         requests = len(prefixes) * n
-        asked = sampling.max_step_tokens if until_step else sampling.max_tokens
+        asked = sampling.limit(self.engine.spec, until_step)
         prompt_tokens = n * sum(len(p) for p in prefixes)
         per_request = self.budget.clamp_generation(requests, asked, prompt_tokens)
         reserved_prefill = prompt_tokens if self.budget.max_prefill_tokens is not None else 0

@@ -149,7 +149,7 @@ class RemotePolicyEngine(PolicyText):
             "n": count,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
-            "max_tokens": sampling.max_step_tokens if until_step else sampling.max_tokens,
+            "max_tokens": sampling.limit(self.spec, until_step),
             **(self.steps.stop_kwargs() if until_step else {}),
             "skip_special_tokens": True,
             "return_token_ids": True,

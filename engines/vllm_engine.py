@@ -284,7 +284,7 @@ class VLLMPolicyEngine(PolicyText):
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             seed=sample_seed(sampling.seed, index),
-            max_tokens=sampling.max_step_tokens if until_step else sampling.max_tokens,
+            max_tokens=sampling.limit(self.spec, until_step),
             **(self.steps.stop_kwargs() if until_step else {}),
             logprobs=0 if sampling.logprobs else None,
             # A search reads only the finished sample's token ids and decodes them itself, so vLLM's

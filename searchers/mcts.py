@@ -344,7 +344,7 @@ class TreeSearch:
     def exhausted_reason(self) -> StopReason:
         """Every leaf has ended: the search is done, unless a leaf was cut by a token limit that only the
         budget imposed (it could not pay for a full step)."""
-        full_step = self.ctx.sampling.max_step_tokens * self.knobs.children
+        full_step = self.ctx.sampling.limit(self.ctx.policy.spec, until_step=True) * self.knobs.children
         cut = any(node.trace.truncated for node in self.root.walk())
         return "budget" if cut and self.ctx.budget.remaining < full_step else "done"
 

@@ -85,7 +85,7 @@ class FakeEngine:
             for j in range(n):
                 text, finish = self._continue(list(prefix), (sampling.seed, index * n + j), until_step)
                 ids = tuple(self.tokenizer.encode(text, add_special_tokens=False))
-                limit = sampling.max_step_tokens if until_step else sampling.max_tokens
+                limit = sampling.limit(self.spec, until_step)
                 if len(ids) + (finish == "end") > limit:  # like vLLM: max_tokens counts the EOS too
                     ids, finish = ids[:limit], "length"
                     text = self.decode(ids)

@@ -38,7 +38,8 @@ class RecordingEngine(FakeEngine):
     ) -> Generation:
         self.rollouts.append(([tuple(p) for p in prefixes], n))
         generation = await super().rollout(prefixes, n, sampling, request_id)
-        rows = [[self.cap(c, sampling.max_tokens) for c in row] for row in generation.continuations]
+        limit = sampling.limit(self.spec, until_step=False)
+        rows = [[self.cap(c, limit) for c in row] for row in generation.continuations]
         generated = sum(len(c.token_ids) + (c.finish == "end") for row in rows for c in row)
         return Generation(rows, replace(generation.usage, generated_tokens=generated))
 

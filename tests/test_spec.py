@@ -121,3 +121,23 @@ def test_the_serving_path_names_no_special_token_of_our_own_models() -> None:
             source = path.read_text()
             assert not [t for t in ours if t in source], path
             assert "import training" not in source and "from training" not in source, path
+
+
+async def test_searches_take_their_limits_from_the_policy_spec_unless_asked_for_less() -> None:
+    """A request that names no token limits gets the policy's: a user's model writes steps of hundreds
+    of tokens, ours of tens, and neither may be cut at the other's size."""
+    from dataclasses import replace
+
+    from fake_engine import FakeEngine
+
+    from engines.base import Sampling
+
+    engine = FakeEngine()
+    prompt = engine.encode("3 7 9 13 -> 24\n")
+    assert Sampling().limit(engine.spec, until_step=True) == engine.spec.max_step_tokens
+    assert Sampling(max_tokens=9).limit(engine.spec, until_step=False) == 9
+    engine.spec = replace(engine.spec, max_step_tokens=3, max_solution_tokens=5)
+    step = (await engine.expand([prompt], 1, Sampling(seed=0), "t")).continuations[0][0]
+    whole = (await engine.rollout([prompt], 1, Sampling(seed=0), "t")).continuations[0][0]
+    assert (step.finish, len(step.token_ids)) == ("length", 3)
+    assert (whole.finish, len(whole.token_ids)) == ("length", 5)
