@@ -11,8 +11,8 @@ Contract:
   without the file gets defaults that suit chat models. A PRM without it is read by the format its
   architecture names (`Qwen2ForProcessRewardModel`: qwen) or the one it is told (`--prm-format`), with
   that format's model-card defaults (its tag and verdict tokens, its system prompt).
-- `split_steps_ids` cuts a completion's token ids into steps: the one definition of "a step" that the
-  engines, the searchers and the PRM adapters share.
+- `prm_tag_id` and `verdict_tokens` resolve a PRM spec against the PRM's tokenizer, refusing a token
+  its vocabulary lacks. Where a step ends is `engines.steps`'.
 
 Nothing here imports another Ponder package: every layer above reads the spec, none defines it.
 """
@@ -20,7 +20,6 @@ Nothing here imports another Ponder package: every layer above reads the spec, n
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -191,17 +190,3 @@ def token_id(tokenizer: Any, token: str, role: str) -> int:
     if found is None or found == tokenizer.unk_token_id:
         raise SpecError(f"the PRM's {role} {token!r} is not a token of its tokenizer")
     return int(found)
-
-
-def split_steps_ids(token_ids: Sequence[int], delimiter_id: int) -> list[tuple[int, ...]]:
-    """Token ids of a completion cut after each delimiter (a trailing unfinished step is kept)."""
-    steps: list[tuple[int, ...]] = []
-    current: list[int] = []
-    for token in token_ids:
-        current.append(token)
-        if token == delimiter_id:
-            steps.append(tuple(current))
-            current = []
-    if current:
-        steps.append(tuple(current))
-    return steps

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from engines.spec import SpecError, split_steps_ids
+from engines.spec import SpecError
 
 
 class StepBoundary:
@@ -73,3 +73,17 @@ def exact_token_id(tokenizer: Any, delimiter: str) -> int | None:
     if any(delimiter in piece for i, piece in enumerate(pieces) if i != ids[0]):
         return None
     return int(ids[0])
+
+
+def split_steps_ids(token_ids: Sequence[int], delimiter_id: int) -> list[tuple[int, ...]]:
+    """Token ids of a completion cut after each delimiter (a trailing unfinished step is kept)."""
+    steps: list[tuple[int, ...]] = []
+    current: list[int] = []
+    for token in token_ids:
+        current.append(token)
+        if token == delimiter_id:
+            steps.append(tuple(current))
+            current = []
+    if current:
+        steps.append(tuple(current))
+    return steps

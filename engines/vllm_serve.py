@@ -34,25 +34,26 @@ class PRMPooling:
     """How vLLM serves a PRM of its spec's format: a causal LM turned into a 2-token classifier
     (`convert`, `hf_overrides`; ponder and math-shepherd) or a native process reward model (qwen), with
     STEP pooling at the step tag over HTTP (`pooler_config`; the in-process PRM uses ALL pooling to read
-    its cache). `good_column` is the value per token that is P(good)."""
+    its cache). Which value of a pooled row is P(good) is the format's (`verifiers.prm_format`)."""
 
-    step_tag_id: int
     convert: str | None
     hf_overrides: dict[str, Any] | None
     pooler_config: dict[str, Any]
-    good_column: int
 
 
-def prm_pooling(model: str, spec: PRMSpec) -> PRMPooling:
-    tokenizer = load_tokenizer(model)
-    step_tag_id = prm_tag_id(tokenizer, spec)
-    pooler = {"task": "token_classify", "tok_pooling_type": "STEP", "step_tag_id": step_tag_id}
-    if spec.format == "qwen":  # Qwen2ForProcessRewardModel: a 2-class head, class 1 is "correct"
-        return PRMPooling(step_tag_id, None, None, pooler, good_column=1)
+def prm_pooling(tokenizer: Any, spec: PRMSpec) -> PRMPooling:
+    """`tokenizer`: the PRM's own."""
+    pooler = {
+        "task": "token_classify",
+        "tok_pooling_type": "STEP",
+        "step_tag_id": prm_tag_id(tokenizer, spec),
+    }
+    if spec.format == "qwen":  # Qwen2ForProcessRewardModel: a 2-class head of its own
+        return PRMPooling(None, None, pooler)
     good, bad = verdict_tokens(tokenizer, spec)
     # from_2_way_softmax scores sigmoid(logit[second] - logit[first]): [bad, good] gives P(good).
     hf_overrides = {"classifier_from_token": [bad, good], "method": "from_2_way_softmax", "num_labels": 1}
-    return PRMPooling(step_tag_id, "classify", hf_overrides, pooler, good_column=0)
+    return PRMPooling("classify", hf_overrides, pooler)
 
 
 def serve_command(
@@ -101,7 +102,7 @@ def serve_command(
         if prm_spec is None:
             raise SpecError("a PRM server needs the PRM's spec (its step tag and verdict tokens)")
         caching = False  # STEP pooling needs the hidden state at every step tag (see VLLMPRM)
-        pooling = prm_pooling(config.model, prm_spec)
+        pooling = prm_pooling(load_tokenizer(config.model), prm_spec)
         argv += ["--runner", "pooling"]
         if pooling.convert is not None:
             argv += ["--convert", pooling.convert]

@@ -15,7 +15,8 @@ import zlib
 from collections.abc import Sequence
 
 from engines.base import Continuation, Finish, Generation, Sampling
-from engines.spec import PolicySpec, split_steps_ids
+from engines.spec import PolicySpec
+from engines.steps import split_steps_ids
 from engines.usage import Usage
 from tasks.countdown import Step, moves, parse_prompt
 from training.tokenizer import build_tokenizer

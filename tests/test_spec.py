@@ -79,9 +79,11 @@ def test_prm_tokens_must_differ_and_exist() -> None:
         PRMSpec(step_tag="<step>", good_token="<good>", bad_token="<good>")
     missing = PRMSpec(step_tag="<nope>", good_token="<good>", bad_token="<bad>")
     with pytest.raises(SpecError, match="good verdict token '<nah>' is not a token"):
-        prm_pooling(str(DEFAULT_PRM), PRMSpec(step_tag="<step>", good_token="<nah>", bad_token="<bad>"))
+        prm_pooling(
+            load_tokenizer(DEFAULT_PRM), PRMSpec(step_tag="<step>", good_token="<nah>", bad_token="<bad>")
+        )
     with pytest.raises(SpecError, match="step tag '<nope>' is not a token"):
-        prm_pooling(str(DEFAULT_PRM), missing)
+        prm_pooling(load_tokenizer(DEFAULT_PRM), missing)
 
 
 def test_the_policy_engine_cuts_steps_on_the_spec_delimiter() -> None:

@@ -46,7 +46,8 @@ class VLLMPRM:
         from vllm.config import PoolerConfig
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        pooling = prm_pooling(config.model, spec)
+        tokenizer = load_tokenizer(config.model)
+        pooling = prm_pooling(tokenizer, spec)
         every_token = {"task": "token_classify", "tok_pooling_type": "ALL"}  # step tags picked here
         args = config.engine_args(
             runner="pooling",
@@ -58,7 +59,7 @@ class VLLMPRM:
         log.info("starting vLLM PRM engine on %s (cores %s)", config.model, config.cpu_cores or "auto")
         with cpu_binding(config.cpu_cores):
             engine = AsyncLLM.from_engine_args(args)
-        return cls(engine, prm_format(spec, load_tokenizer(config.model)))
+        return cls(engine, prm_format(spec, tokenizer))
 
     def scored_length(self, candidate: Candidate) -> int:
         return len(self.format.render(candidate))
