@@ -3,6 +3,10 @@
 Contract: `fit` runs AdamW with linear warm-up and cosine decay for a fixed number of optimizer steps over
 an in-memory list of examples (reshuffled each epoch), with a progress bar, and appends one JSON line per
 logging interval to the run's metrics log. The stage supplies the loss.
+
+Resumable: given a `resume` path, `fit` saves the model, the optimizer and the step there every
+`save_every_s` seconds, and a later call with the same path (after an interrupted run) picks up at that
+step with the same batch order, so a long stage spans sessions. The file is removed when the fit ends.
 """
 
 from __future__ import annotations
@@ -108,6 +112,8 @@ def fit(
     pad_id: int,
     log: MetricsLog,
     stage: str,
+    resume: Path | None = None,
+    save_every_s: float = 300.0,
 ) -> float:
     """Train `model` in place; returns the mean loss over the last logging interval."""
     torch.manual_seed(config.seed)
@@ -120,8 +126,13 @@ def fit(
         betas=(0.9, 0.95),
     )
     stream = batches(examples, config.batch_size, config.seed)
+    first = restore(resume, model, optimizer, stream)
+    if first:
+        log.write(stage=stage, resumed_at_step=first)
     recent: list[float] = []
-    progress = tqdm(range(config.steps), desc=stage, unit="step")
+    mean = float("nan")
+    saved_at = time.monotonic()
+    progress = tqdm(range(first, config.steps), desc=stage, unit="step", initial=first, total=config.steps)
     for step in progress:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
@@ -137,5 +148,37 @@ def fit(
             progress.set_postfix(loss=f"{mean:.4f}")
             log.write(stage=stage, step=step + 1, loss=mean, lr=learning_rate(step, config))
             recent = []
+        if resume is not None and time.monotonic() - saved_at > save_every_s:
+            save_resume(resume, model, optimizer, step + 1)
+            saved_at = time.monotonic()
     model.eval()
+    if resume is not None:
+        resume.unlink(missing_ok=True)
     return mean
+
+
+def resume_path(out: Path, stage: str) -> Path:
+    """Where a stage's interrupted fit is kept, in the run's output directory."""
+    return out / f"{stage}.resume.pt"
+
+
+def save_resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """Written to a temporary name first, so an interruption mid-write leaves the previous state."""
+    partial = path.with_suffix(".partial")
+    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, partial)
+    partial.replace(path)
+
+
+def restore(
+    path: Path | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer, stream: Iterator[Any]
+) -> int:
+    """The step to start at: 0, or the saved step of an interrupted fit (model, optimizer and batch
+    stream brought to it)."""
+    if path is None or not path.exists():
+        return 0
+    state = torch.load(path, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    for _ in range(int(state["step"])):
+        next(stream)
+    return int(state["step"])

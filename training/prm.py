@@ -30,7 +30,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 from tasks.countdown import Problem, Step, generate, reference_solution
 from tasks.datasets import read_jsonl
 from training.checkpoint import llama_config, save_checkpoint
-from training.loop import IGNORE, Example, FitConfig, LossFn, MetricsLog, fit
+from training.loop import IGNORE, Example, FitConfig, LossFn, MetricsLog, fit, resume_path
 from training.sft import encode_prompt
 from training.tokenizer import BAD, GOOD, PRM_SPEC, STEP_TAG
 from verifiers.countdown import legal_prefix_state
@@ -141,8 +141,9 @@ def train_prm(recipe: dict[str, Any], out: Path) -> None:
     log.write(
         stage="prm", sequences=len(examples), labelled_steps=sum(len(r["completions"]) for r in records)
     )
+    loss = verdict_loss(good_id, bad_id)
     final_loss = fit(
-        model, examples, verdict_loss(good_id, bad_id), fit_config, tokenizer.pad_token_id, log, "prm"
+        model, examples, loss, fit_config, tokenizer.pad_token_id, log, "prm", resume_path(out, "prm")
     )
     card = {
         "kind": "prm",

@@ -33,7 +33,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 from tasks.countdown import OPS, apply, parse_prompt
 from training.checkpoint import read_card, save_checkpoint
-from training.loop import IGNORE, Example, FitConfig, LossFn, MetricsLog, fit
+from training.loop import IGNORE, Example, FitConfig, LossFn, MetricsLog, fit, resume_path
 from training.prm import labelled_records
 from training.sft import encode_prompt
 from training.tokenizer import BAD, GOOD, PRM_SPEC, STEP_TAG
@@ -130,7 +130,16 @@ def refine_prm(recipe: dict[str, Any], out: Path) -> None:
     log.write(stage="prm_refine", sequences=len(examples), counterfactual=len(counterfactual))
     started = time.time()
     loss = refine_loss(good_id, bad_id, weight)
-    final_loss = fit(model, examples, loss, fit_config, tokenizer.pad_token_id, log, "prm_refine")
+    final_loss = fit(
+        model,
+        examples,
+        loss,
+        fit_config,
+        tokenizer.pad_token_id,
+        log,
+        "prm_refine",
+        resume_path(out, "prm_refine"),
+    )
     card = {**(read_card(out / "prm") or {"kind": "prm"}), "recipe": recipe}
     card["refine"] = {
         "recipe": table,

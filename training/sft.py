@@ -6,6 +6,7 @@ fits it on the traces, and returns it (the pipeline saves it as a checkpoint).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,11 +45,12 @@ def train_policy(
     arch: dict[str, Any],
     fit_config: FitConfig,
     log: MetricsLog,
+    resume: Path | None = None,
 ) -> LlamaForCausalLM:
     torch.manual_seed(fit_config.seed)
     model = LlamaForCausalLM(llama_config(tokenizer, arch))
     params = sum(p.numel() for p in model.parameters())
     log.write(stage="policy_sft", parameters=params, traces=len(traces))
     examples = [sft_example(tokenizer, trace) for trace in traces]
-    fit(model, examples, next_token_loss, fit_config, tokenizer.pad_token_id, log, "policy_sft")
+    fit(model, examples, next_token_loss, fit_config, tokenizer.pad_token_id, log, "policy_sft", resume)
     return model
