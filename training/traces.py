@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from tasks.countdown import Problem, SolutionCounter, generate, reference_solution, solution_text
+from tasks.countdown import Distinct, Problem, SolutionCounter, generate, reference_solution, solution_text
 
 
 @dataclass(frozen=True)
@@ -21,18 +21,23 @@ class Trace:
     tier: int
 
 
-def sft_problems(problems_per_tier: dict[int, int], seed: int) -> dict[int, list[Problem]]:
-    """The problems behaviour cloning solves, by tier: train split only."""
+def sft_problems(
+    problems_per_tier: dict[int, int], seed: int, distinct: Distinct = "order"
+) -> dict[int, list[Problem]]:
+    """The problems behaviour cloning solves, by tier: train split only. `distinct="meaning"` spends the
+    same number of problems on more canonical keys (no reordered repeats)."""
     return {
-        tier: generate(tier, count, seed=seed + 1000, split="train")
+        tier: generate(tier, count, seed=seed + 1000, split="train", distinct=distinct)
         for tier, count in sorted(problems_per_tier.items())
     }
 
 
-def build_traces(problems_per_tier: dict[int, int], solutions_per_problem: int, seed: int) -> list[Trace]:
+def build_traces(
+    problems_per_tier: dict[int, int], solutions_per_problem: int, seed: int, distinct: Distinct = "order"
+) -> list[Trace]:
     rng = random.Random(seed)
     traces: list[Trace] = []
-    for tier, problems in sft_problems(problems_per_tier, seed).items():
+    for tier, problems in sft_problems(problems_per_tier, seed, distinct).items():
         for problem in tqdm(problems, desc=f"solver traces, {tier} numbers", unit="problem"):
             counter = SolutionCounter(problem.target)
             for _ in range(solutions_per_problem):
