@@ -1,10 +1,14 @@
 """Held-out quality of a policy/PRM pair and the policy engine's raw throughput, on the real vLLM engines.
 
-Contract: `evaluate_pair` runs, per tier, greedy decoding, `samples` sampled solutions at temperature 1.0
-(mean accuracy and oracle pass@k by the exact checker), the PRM's AUROC at separating correct from
-incorrect final solutions (last-step score), and its AUROC at predicting Math-Shepherd step labels
-(hard label: any of K rollouts from that step succeeds) on fresh rollouts. `engine_throughput` is the
-"physical limit" benchmark: generated tokens per second for 16 prompts x n=16 samples.
+Contract: `evaluate_pair` runs, per tier of a split's set (eval by default; dev for tuning), greedy
+decoding, `samples` sampled solutions at temperature 1.0 (mean accuracy and oracle pass@k by the exact
+checker), Best-of-k by the PRM among those samples (the highest final score), the PRM's AUROC at
+separating correct from incorrect final solutions (last-step score) pooled over all problems and as the
+mean per-problem AUROC (ranking one problem's samples, what selection needs; problems with both kinds),
+and its AUROC at predicting Math-Shepherd step labels (hard label: any of K rollouts from that step
+succeeds) on fresh rollouts. `evaluate_tier` takes any graded tasks (a math file's too).
+`engine_throughput` is the "physical limit" benchmark: generated tokens per second for 16 prompts x
+n=16 samples.
 `prm_throughput` is the PRM's: scored tokens per second reading those 256 solutions in one call.
 """
 
@@ -16,19 +20,18 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from tqdm import tqdm
 
 from engines.base import PolicyEngine, Sampling
 from server.engines import Engines
 from server.settings import EngineSettings
-from tasks.countdown import Problem
-from tasks.datasets import countdown_problem
-from tasks.sets import load_eval_set
+from tasks.datasets import Task, countdown_problem
+from tasks.sets import load_dev_set, load_eval_set
 from verifiers.aggregate import aggregate
-from verifiers.countdown import check_solution
-from verifiers.montecarlo import label_problems
+from verifiers.montecarlo import Labelled, label_problems, label_tasks
+from verifiers.outcome import grade
 from verifiers.prm import Candidate
 
 from .metrics import auroc, wilson_interval
@@ -38,39 +41,47 @@ CHUNK = 50  # problems per engine call: a progress bar that moves, and bounded i
 
 
 async def _solutions(
-    engines: Engines, problems: Sequence[Problem], n: int, sampling: Sampling, tag: str
+    engines: Engines, tasks: Sequence[Task], n: int, sampling: Sampling, tag: str
 ) -> list[list[tuple[tuple[int, ...], bool]]]:
-    """For each problem, n (token ids, correct) pairs."""
+    """For each task, n (token ids, correct) pairs."""
     rows: list[list[tuple[tuple[int, ...], bool]]] = []
-    for start in tqdm(range(0, len(problems), CHUNK), desc=tag, unit="chunk", leave=False):
-        chunk = problems[start : start + CHUNK]
-        prompts = [engines.policy.encode(p.prompt()) for p in chunk]
+    for start in tqdm(range(0, len(tasks), CHUNK), desc=tag, unit="chunk", leave=False):
+        chunk = tasks[start : start + CHUNK]
+        prompts = [engines.policy.encode(t.prompt) for t in chunk]
         generation = await engines.policy.rollout(prompts, n, sampling, f"{tag}-{start}")
-        for problem, row in zip(chunk, generation.continuations, strict=True):
-            rows.append([(c.token_ids, check_solution(problem, c.text).correct) for c in row])
+        for task, row in zip(chunk, generation.continuations, strict=True):
+            rows.append([(c.token_ids, grade(task, c.text)) for c in row])
     return rows
 
 
 async def _final_scores_of_samples(
-    engines: Engines, problems: Sequence[Problem], rows: list[list[tuple[tuple[int, ...], bool]]]
-) -> list[float | None]:
-    """`final_scores_of_candidates` of sampled solutions given as (token ids, correct) rows per problem:
-    each becomes a candidate of its problem's prompt and its steps."""
+    engines: Engines, tasks: Sequence[Task], rows: list[list[tuple[tuple[int, ...], bool]]]
+) -> list[list[float | None]]:
+    """`final_scores_of_candidates` of sampled solutions given as (token ids, correct) rows per task,
+    returned in the same rows: each becomes a candidate of its task's prompt and its steps."""
     candidates = [
         Candidate(
-            tuple(engines.policy.encode(problem.prompt())),
-            tuple(engines.policy.split_steps(ids)),
+            tuple(engines.policy.encode(task.prompt)),
+            tuple(steps),
+            question=task.prompt,
+            step_texts=tuple(engines.policy.decode(step) for step in steps),
         )
-        for problem, row in zip(problems, rows, strict=True)
+        for task, row in zip(tasks, rows, strict=True)
         for ids, _ in row
+        for steps in [engines.policy.split_steps(ids)]
     ]
-    return await final_scores_of_candidates(engines, candidates)
+    flat = iter(await final_scores_of_candidates(engines, candidates))
+    return [[next(flat) for _ in row] for row in rows]
 
 
 async def final_scores_of_candidates(engines: Engines, candidates: Sequence[Candidate]) -> list[float | None]:
     """The PRM's last-step score of each candidate, a few hundred per engine call; None for one the PRM
     cannot read (a sample that filled the policy's context leaves no room for its step tags)."""
-    fits = [i for i, c in enumerate(candidates) if engines.prm.scored_length(c) <= engines.prm.max_model_len]
+    fits = [
+        i
+        for i, c in enumerate(candidates)
+        if c.steps and engines.prm.scored_length(c) <= engines.prm.max_model_len
+    ]
     scores: list[float | None] = [None] * len(candidates)
     for start in range(0, len(fits), CHUNK * 4):
         chunk = fits[start : start + CHUNK * 4]
@@ -81,27 +92,42 @@ async def final_scores_of_candidates(engines: Engines, candidates: Sequence[Cand
 
 
 async def _step_label_auroc(
-    engines: Engines, problems: Sequence[Problem], rollouts: int, seed: int
+    engines: Engines, tasks: Sequence[Task], rollouts: int, seed: int
 ) -> float | None:
     scores: list[float] = []
     labels: list[bool] = []
-    for start in tqdm(range(0, len(problems), CHUNK), desc="step labels", unit="chunk", leave=False):
+    for start in tqdm(range(0, len(tasks), CHUNK), desc="step labels", unit="chunk", leave=False):
         sampling = Sampling(temperature=1.0, seed=seed + start, logprobs=False)
-        labelled = await label_problems(
-            engines.policy, problems[start : start + CHUNK], 1, rollouts, sampling, f"lab-{start}"
-        )
+        chunk = tasks[start : start + CHUNK]
+        labelled: Sequence[Labelled]
+        if all(t.kind == "countdown" for t in chunk):
+            problems = [countdown_problem(t) for t in chunk]
+            labelled = await label_problems(engines.policy, problems, 1, rollouts, sampling, f"lab-{start}")
+        else:
+            labelled = await label_tasks(engines.policy, chunk, 1, rollouts, sampling, f"lab-{start}")
+        items = [i for i in labelled if i.steps]
         candidates = [
             Candidate(
-                tuple(engines.policy.encode(item.problem.prompt())),
+                tuple(engines.policy.encode(item.record()["prompt"])),
                 tuple(tuple(engines.policy.encode_continuation(s)) for s in item.steps),
+                question=item.record()["prompt"],
+                step_texts=tuple(item.steps),
             )
-            for item in labelled
-            if item.steps
+            for item in items
         ]
-        result = await engines.prm.score(candidates, f"lab-prm-{start}")
-        for item, step_scores in zip([i for i in labelled if i.steps], result.step_scores, strict=True):
-            scores += step_scores
-            labels += [(s or 0.0) > 0 for s in item.soft_labels]
+        readable_items = [
+            (item, c)
+            for item, c in zip(items, candidates, strict=True)
+            if engines.prm.scored_length(c) <= engines.prm.max_model_len
+        ]
+        if not readable_items:
+            continue
+        result = await engines.prm.score([c for _, c in readable_items], f"lab-prm-{start}")
+        for (item, _), step_scores in zip(readable_items, result.step_scores, strict=True):
+            for score, label in zip(step_scores, item.soft_labels, strict=True):
+                if label is not None:
+                    scores.append(score)
+                    labels.append(label > 0)
     return auroc(scores, labels)
 
 
@@ -111,29 +137,54 @@ def readable(scores: Sequence[float | None], labels: Sequence[T]) -> tuple[list[
     return [s for s, _ in pairs], [ok for _, ok in pairs]
 
 
+def per_problem_auroc(
+    scores: Sequence[Sequence[float | None]], correct: Sequence[Sequence[bool]]
+) -> dict[str, Any]:
+    """The mean over problems of the AUROC among one problem's own samples (what picking one of them
+    needs), over the problems with both a correct and a wrong readable sample; and how many those are."""
+    values = [auroc(*readable(row, oks)) for row, oks in zip(scores, correct, strict=True)]
+    defined = [v for v in values if v is not None]
+    return {
+        "prm_auroc_per_problem": statistics.fmean(defined) if defined else None,
+        "prm_auroc_per_problem_n": len(defined),
+    }
+
+
+def best_of_n_accuracy(scores: Sequence[Sequence[float | None]], correct: Sequence[Sequence[bool]]) -> float:
+    """The share of problems whose sample with the highest final PRM score is correct (an unreadable
+    sample is never picked; first of equals)."""
+    hits = 0
+    for row, oks in zip(scores, correct, strict=True):
+        ranked = [(s, ok) for s, ok in zip(row, oks, strict=True) if s is not None]
+        hits += bool(ranked) and max(ranked, key=lambda pair: pair[0])[1]
+    return hits / len(scores) if scores else 0.0
+
+
 async def evaluate_tier(
-    engines: Engines, problems: Sequence[Problem], samples: int, label_rollouts: int, seed: int
+    engines: Engines, tasks: Sequence[Task], samples: int, label_rollouts: int, seed: int
 ) -> dict[str, Any]:
     greedy = await _solutions(
-        engines, problems, 1, Sampling(temperature=0.0, seed=seed, logprobs=False), "greedy"
+        engines, tasks, 1, Sampling(temperature=0.0, seed=seed, logprobs=False), "greedy"
     )
     sampled = await _solutions(
-        engines, problems, samples, Sampling(temperature=1.0, seed=seed, logprobs=False), "sampled"
+        engines, tasks, samples, Sampling(temperature=1.0, seed=seed, logprobs=False), "sampled"
     )
     correct_greedy = sum(row[0][1] for row in greedy)
-    correct_samples = [ok for row in sampled for _, ok in row]
-    solved_any = sum(any(ok for _, ok in row) for row in sampled)
-    last_scores = await _final_scores_of_samples(engines, problems, sampled)
-    n = len(problems)
+    correct = [[ok for _, ok in row] for row in sampled]
+    flat_correct = [ok for row in correct for ok in row]
+    scores = await _final_scores_of_samples(engines, tasks, sampled)
+    n = len(tasks)
     greedy_ci = wilson_interval(correct_greedy, n)
     return {
         "n_problems": n,
         "greedy_accuracy": correct_greedy / n,
         "greedy_ci": [round(greedy_ci[0], 4), round(greedy_ci[1], 4)],
-        "sampled_accuracy": sum(correct_samples) / len(correct_samples),
-        f"pass_at_{samples}": solved_any / n,
-        "prm_auroc_final": auroc(*readable(last_scores, correct_samples)),
-        "prm_auroc_steps": await _step_label_auroc(engines, problems, label_rollouts, seed + 7),
+        "sampled_accuracy": sum(flat_correct) / len(flat_correct),
+        f"pass_at_{samples}": sum(any(row) for row in correct) / n,
+        f"best_of_{samples}_prm_accuracy": best_of_n_accuracy(scores, correct),
+        "prm_auroc_final": auroc(*readable([s for row in scores for s in row], flat_correct)),
+        **per_problem_auroc(scores, correct),
+        "prm_auroc_steps": await _step_label_auroc(engines, tasks, label_rollouts, seed + 7),
     }
 
 
@@ -211,11 +262,13 @@ async def evaluate_pair(
     label_rollouts: int,
     seed: int = 0,
     benchmark: bool = True,
+    split: Literal["eval", "dev"] = "eval",
 ) -> dict[str, Any]:
-    report: dict[str, Any] = {}
+    report: dict[str, Any] = {"split": split}
+    load = load_eval_set if split == "eval" else load_dev_set
     for tier in tiers:
-        problems = [countdown_problem(t) for t in load_eval_set(tier, limit=problems_per_tier)]
-        report[str(tier)] = await evaluate_tier(engines, problems, samples, label_rollouts, seed)
+        tasks = load(tier, limit=problems_per_tier)
+        report[str(tier)] = await evaluate_tier(engines, tasks, samples, label_rollouts, seed)
         tqdm.write(f"tier {tier}: {json.dumps(report[str(tier)])}")
     if benchmark:
         report.update(await engine_throughput(engines.policy))
@@ -245,13 +298,17 @@ def card_metrics(recipe: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def foundation_markdown(report: dict[str, Any]) -> str:
-    """The report as the README's table: one row per tier."""
+    """The report as the README's table: one row per tier, the split named."""
     tiers = sorted(k for k in report if k.isdigit())
     pass_key = next((k for k in report[tiers[0]] if k.startswith("pass_at_")), "pass_at_16") if tiers else ""
+    pick_key = pass_key.replace("pass_at_", "best_of_") + "_prm_accuracy"
     lines = [
+        f"Split: **{report.get('split', 'eval')}**.",
+        "",
         "| tier | problems | greedy accuracy (95% CI) | sampled accuracy (T=1) "
-        f"| {pass_key.replace('_at_', '@')} | PRM AUROC, final | PRM AUROC, steps |",
-        "|---|---|---|---|---|---|---|",
+        f"| {pass_key.replace('_at_', '@')} | Best-of-{pass_key.removeprefix('pass_at_')} by PRM "
+        "| PRM AUROC, final (pooled) | PRM AUROC, final (per problem, n) | PRM AUROC, steps |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def pct(value: float | None) -> str:
@@ -266,7 +323,9 @@ def foundation_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {tier} numbers | {row['n_problems']} "
             f"| {pct(row['greedy_accuracy'])} ({pct(low)}-{pct(high)}) "
-            f"| {pct(row['sampled_accuracy'])} | {pct(row.get(pass_key))} | {num(row['prm_auroc_final'])} "
+            f"| {pct(row['sampled_accuracy'])} | {pct(row.get(pass_key))} | {pct(row.get(pick_key))} "
+            f"| {num(row['prm_auroc_final'])} "
+            f"| {num(row.get('prm_auroc_per_problem'))} ({row.get('prm_auroc_per_problem_n', 'n/a')}) "
             f"| {num(row['prm_auroc_steps'])} |"
         )
     if "engine_generated_tokens_per_s" in report:
@@ -281,20 +340,27 @@ def foundation_markdown(report: dict[str, Any]) -> str:
 
 
 def foundation_results(
-    models: Path, out: Path, problems_per_tier: int, samples: int, label_rollouts: int
+    models: Path,
+    out: Path,
+    problems_per_tier: int,
+    samples: int,
+    label_rollouts: int,
+    split: Literal["eval", "dev"] = "eval",
 ) -> dict[str, Any]:
     """`ponder eval foundation`: the committed results/foundation.json."""
     engines = Engines.start(EngineSettings(models=models))
     try:
         started = time.time()
-        report = asyncio.run(evaluate_pair(engines, (3, 4, 5), problems_per_tier, samples, label_rollouts))
+        report = asyncio.run(
+            evaluate_pair(engines, (3, 4, 5), problems_per_tier, samples, label_rollouts, split=split)
+        )
     finally:
         engines.shutdown()
     report["models"] = str(models)
     report["eval_seconds"] = round(time.time() - started, 1)
     report["command"] = (
         f"ponder eval foundation --models {models} --problems {problems_per_tier} --samples {samples} "
-        f"--label-rollouts {label_rollouts}"
+        f"--label-rollouts {label_rollouts} --split {split}"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -152,7 +152,9 @@ def stage_card(recipe: dict[str, Any], out: Path) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from evaluation.foundation import foundation_results
 
-    report = foundation_results(args.models, args.out, args.problems, args.samples, args.label_rollouts)
+    report = foundation_results(
+        args.models, args.out, args.problems, args.samples, args.label_rollouts, args.split
+    )
     if args.write_cards:
         from training.checkpoint import record_metrics
 
@@ -340,10 +342,17 @@ def add_train(sub: Subparsers) -> None:
 
 def add_eval(sub: Subparsers) -> None:
     ev = sub.add_parser(
-        "eval", help="held-out evaluations on the real engines (foundation, prm-failures, search, replay)"
+        "eval",
+        help="held-out evaluations on the real engines (foundation, learning, prm-failures, search, replay)",
     )
     suites = ev.add_subparsers(dest="suite", required=True)
-    for add in (add_eval_foundation, add_eval_prm_failures, add_eval_search, add_eval_replay):
+    for add in (
+        add_eval_foundation,
+        add_eval_learning,
+        add_eval_prm_failures,
+        add_eval_search,
+        add_eval_replay,
+    ):
         add(suites)
 
 
@@ -355,7 +364,32 @@ def add_eval_foundation(suites: Subparsers) -> None:
     found.add_argument("--samples", type=int, default=16, help="sampled solutions per problem (pass@k's k)")
     found.add_argument("--label-rollouts", type=int, default=8, help="rollouts per step for the step labels")
     found.add_argument("--write-cards", action="store_true", help="also record them in both cards")
+    found.add_argument(
+        "--split", choices=["eval", "dev"], default="eval", help="which held-out set (dev for tuning)"
+    )
     found.set_defaults(func=cmd_eval)
+
+
+def add_eval_learning(suites: Subparsers) -> None:
+    learn = suites.add_parser(
+        "learning",
+        help="the learning loop's curve: every round of a run on the eval split (results/learning.json)",
+    )
+    learn.add_argument("--run", type=Path, required=True, help="a `ponder train` output with rounds/")
+    learn.add_argument("--out", type=Path, default=Path("results/learning.json"))
+    learn.add_argument("--tier", type=int, default=4, choices=[3, 4, 5])
+    learn.add_argument("--problems", type=int, default=300, help="eval problems (max 300)")
+    learn.add_argument("--samples", type=int, default=16, help="samples per problem (pass@k, Best-of-k)")
+    learn.set_defaults(func=cmd_eval_learning)
+
+
+def cmd_eval_learning(args: argparse.Namespace) -> int:
+    from evaluation.learning import learning_results
+
+    report = learning_results(args.run, args.out, args.tier, args.problems, args.samples)
+    for entry in report["rounds"]:
+        print(json.dumps({k: v for k, v in entry.items() if k != "stage_seconds"}))
+    return 0
 
 
 def add_eval_prm_failures(suites: Subparsers) -> None:
@@ -502,9 +536,12 @@ def add_load(sub: Subparsers) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # `ponder train` owns all of its flags, --help included
+        from evaluation.learning import round_metrics, start_pair
+        from training.iterate import LoopHooks
         from training.pipeline import main as train_main
 
-        return train_main(argv[1:], later_stages={"card": stage_card})
+        hooks = LoopHooks(start_pair=start_pair, measure=round_metrics)
+        return train_main(argv[1:], later_stages={"card": stage_card}, loop_hooks=hooks)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM unwinds like Ctrl-C, so `finally` blocks shut the vLLM engines down instead of leaving their
     # worker processes spinning without a parent.

@@ -1,4 +1,5 @@
-"""The whole training pipeline, end to end, in its own process: the micro recipe (quality irrelevant)."""
+"""The whole training pipeline, end to end, in its own process: the micro recipe (quality irrelevant),
+the learning loop's round included."""
 
 from __future__ import annotations
 
@@ -46,3 +47,30 @@ def test_micro_recipe_produces_checkpoints_vllm_serves(tmp_path: Path) -> None:
     # the micro policy rarely keeps a legal prefix, so counterfactuals may be few or none here
     assert refine["sequences"] > 0 and refine["recipe"]["steps"] == 4
     assert (out / "training.png").stat().st_size > 1000
+    assert_the_loop_ran_one_round(out)
+
+
+def assert_the_loop_ran_one_round(out: Path) -> None:
+    """Round 0 (the pair before the loop) and round 1 are measured on dev and logged; round 1 searched
+    its tasks through the Controller, fine-tuned, relabelled and refitted; OUT serves round 1's pair."""
+    for number in (0, 1):
+        record = json.loads((out / "rounds" / str(number) / "metrics.json").read_text())
+        assert record["round"] == number and record["dev"]["split"] == "dev"
+        assert {"greedy_accuracy", "pass_at_4", "best_of_4_prm_accuracy", "prm_auroc_per_problem"} <= set(
+            record["dev"]["4"]
+        )
+    searched = [json.loads(line) for line in (out / "rounds/1/search.jsonl").read_text().splitlines()]
+    assert len(searched) == 32 and all(r["solution_ids"] is not None for r in searched)
+    assert all(not r["verified"] or r["finished"] for r in searched)
+    assert (out / "rounds/1/prm_data.jsonl").read_text()
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in logged if r.get("stage") == "iterate"] == [0, 1]
+    assert {"iterate_policy_1", "iterate_prm_1"} <= {r.get("stage") for r in logged}
+    for name in ("policy", "prm"):
+        served = (out / name / "model.safetensors").read_bytes()
+        assert served == (out / "rounds/1" / name / "model.safetensors").read_bytes()
+        assert served != (out / "rounds/0" / name / "model.safetensors").read_bytes()
+        card = json.loads((out / name / "ponder_card.json").read_text())
+        assert [r["round"] for r in card["rounds"]] == [0, 1] and card["loop"][-1]["round"] == 1
+    seconds = json.loads((out / "stage_seconds.json").read_text())
+    assert {"policy", "prm_data", "prm", "prm_refine", "iterate"} <= set(seconds)

@@ -7,6 +7,9 @@ unknown: the last step of a complete solution is labelled by the checker itself,
 checker rejects, or after which the exact solver finds no solution, is labelled 0. With `rollouts=0`
 those unknown labels are None. PRM training (`training.prm_data`) and the held-out PRM metrics
 (`evaluation`) both label this way.
+
+`label_tasks` does the same for any graded task (a math JSONL's, by math-verify): no solver, so every
+step but the last is rolled out; the last is graded.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Any
 
 from engines.base import PolicyEngine, Sampling
 from tasks.countdown import Problem, SolutionCounter
+from tasks.datasets import Task
 from verifiers.countdown import check_solution, legal_prefix_state
+from verifiers.outcome import grade
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,30 @@ class LabelledSolution:
             "correct": self.correct,
             "tier": self.problem.tier,
         }
+
+
+@dataclass(frozen=True)
+class LabelledTask:
+    """`LabelledSolution` of any graded task."""
+
+    task: Task
+    steps: list[str]
+    soft_labels: list[float | None]
+    correct: bool
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "prompt": self.task.prompt,
+            "completions": self.steps,
+            "labels": [None if s is None else s > 0 for s in self.soft_labels],
+            "soft_labels": self.soft_labels,
+            "correct": self.correct,
+            "tier": self.task.tier,
+            "id": self.task.id,
+        }
+
+
+Labelled = LabelledSolution | LabelledTask
 
 
 async def label_problems(
@@ -79,5 +108,42 @@ async def label_problems(
         for (solution, k), prefix_rollouts in zip(pending, done.continuations, strict=True):
             head = "".join(solution.steps[: k + 1])
             wins = sum(check_solution(solution.problem, head + c.text).correct for c in prefix_rollouts)
+            solution.soft_labels[k] = wins / rollouts
+    return solutions
+
+
+async def label_tasks(
+    engine: PolicyEngine,
+    tasks: Sequence[Task],
+    samples: int,
+    rollouts: int,
+    sampling: Sampling,
+    request_id: str,
+) -> list[LabelledTask]:
+    """`label_problems` for any graded task: the last step by the grader, every other by `rollouts`
+    rollouts graded the same way (None when `rollouts` is 0)."""
+    prompts = [engine.encode(t.prompt) for t in tasks]
+    drawn = await engine.rollout(prompts, samples, sampling, f"{request_id}-sample")
+    pending: list[tuple[LabelledTask, int]] = []
+    prefixes: list[list[int]] = []
+    solutions: list[LabelledTask] = []
+    for task, prompt, row in zip(tasks, prompts, drawn.continuations, strict=True):
+        for sample in row:
+            steps = engine.split_steps(sample.token_ids)
+            texts = [engine.decode(s) for s in steps]
+            correct = grade(task, "".join(texts))
+            labels: list[float | None] = [None] * len(steps)
+            if steps:
+                labels[-1] = float(correct)
+            solution = LabelledTask(task, texts, labels, correct)
+            solutions.append(solution)
+            for k in range(len(steps) - 1 if rollouts else 0):
+                pending.append((solution, k))
+                prefixes.append(prompt + [t for s in steps[: k + 1] for t in s])
+    if prefixes:
+        done = await engine.rollout(prefixes, rollouts, sampling, f"{request_id}-rollout")
+        for (solution, k), prefix_rollouts in zip(pending, done.continuations, strict=True):
+            head = "".join(solution.steps[: k + 1])
+            wins = sum(grade(solution.task, head + c.text) for c in prefix_rollouts)
             solution.soft_labels[k] = wins / rollouts
     return solutions

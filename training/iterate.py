@@ -1,0 +1,406 @@
+"""The learning loop, `ponder train`'s stage `iterate`: search -> verify -> train, round after round.
+
+Contract: `iterate(recipe, out, hooks)` runs the recipe's `[iterate]` rounds (ReST-EM / expert iteration)
+on the pair in OUT/policy and OUT/prm. Round r:
+  1. search   the served search itself (a `Controller` on the current pair, the recipe's strategy and
+              budget) solves fresh train-split tasks; the task's checker keeps the verified solutions
+                                                                   -> OUT/rounds/r/search.jsonl
+  2. policy   the current policy fine-tuned on the kept solutions (as token ids, exactly as sampled),
+              mixed with fresh solver traces where the task has a solver       -> OUT/rounds/r/policy
+  3. labels   Monte-Carlo step labels of the new policy's solutions to other fresh train tasks
+                                                                   -> OUT/rounds/r/prm_data.jsonl
+  4. prm      the current PRM refitted on those labels, in its own format (ponder or math-shepherd,
+              `verifiers.prm_format`), so a user's public-format PRM stays servable  -> OUT/rounds/r/prm
+  5. measure  the hooks' dev metrics of the new pair    -> OUT/rounds/r/metrics.json and OUT/metrics.jsonl
+OUT/rounds/0 keeps the pair the loop started from; the last round's pair is copied to OUT/policy and
+OUT/prm, what `ponder serve --models OUT` serves. Every part of a round is written once and skipped when
+present, and the fits resume (`training.loop`), so an interrupted loop picks up where it stopped.
+
+Tasks come from Countdown tiers (`problems_per_tier`) or a task file (`tasks`, a math JSONL graded by
+math-verify), train split only (`tasks.split`); `round_tasks` is what the partition test checks. Engines
+and metrics are injected (`LoopHooks`): training does not import the server or the evaluations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from engines.base import PolicyEngine, Sampling
+from engines.spec import read_prm_spec, verdict_tokens
+from searchers.controller import Controller, Limits, SearchRequest
+from searchers.registry import default_searchers
+from tasks.countdown import SolutionCounter, generate, reference_solution, solution_text
+from tasks.datasets import Task, countdown_problem, countdown_task, load_task_file
+from tasks.split import split_of_text
+from training.checkpoint import read_card, write_card
+from training.loop import IGNORE, Example, FitConfig, MetricsLog, fit, resume_path
+from training.prm import verdict_loss
+from training.sft import next_token_loss
+from verifiers.montecarlo import Labelled, label_problems, label_tasks
+from verifiers.outcome import grade
+from verifiers.prm import Candidate, StepVerifier
+from verifiers.prm_format import PRMFormat, prm_format, tag_positions
+
+log = logging.getLogger("ponder.train.iterate")
+CONCURRENT_SEARCHES = 64  # searches in flight at once: they batch together in the engines
+
+
+class Pair(Protocol):
+    policy: PolicyEngine
+    prm: StepVerifier
+
+    def shutdown(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoopHooks:
+    """What the command line injects: engine start-up and the dev metrics of a pair."""
+
+    start_pair: Callable[[Path, Path], Pair]
+    measure: Callable[[dict[str, Any], Path, Path], dict[str, Any]]  # (recipe, policy dir, prm dir)
+
+
+def iterate(recipe: dict[str, Any], out: Path, hooks: LoopHooks) -> None:
+    if "iterate" not in recipe:
+        log.info("recipe %s has no [iterate]: no learning loop", recipe["name"])
+        return
+    table = recipe["iterate"]
+    strategies = default_searchers()
+    if table["strategy"] not in strategies:
+        raise SystemExit(
+            f"[iterate] strategy {table['strategy']!r} is not one of {', '.join(sorted(strategies))}"
+        )
+    rounds = out / "rounds"
+    start = rounds / "0"
+    if not (start / "done").exists():
+        for name in ("policy", "prm"):
+            copy_checkpoint(out / name, start / name)
+        finish_round(recipe, out, 0, {}, hooks)
+    for number in range(1, int(table["rounds"]) + 1):
+        if not (rounds / str(number) / "done").exists():
+            run_round(recipe, out, number, hooks)
+    last = rounds / str(int(table["rounds"]))
+    for name in ("policy", "prm"):
+        copy_checkpoint(last / name, out / name)
+
+
+def run_round(recipe: dict[str, Any], out: Path, number: int, hooks: LoopHooks) -> None:
+    table = recipe["iterate"]
+    before, here = out / "rounds" / str(number - 1), out / "rounds" / str(number)
+    here.mkdir(parents=True, exist_ok=True)
+    log.info("round %d: search, fine-tune, relabel, refit -> %s", number, here)
+    seconds: dict[str, float] = {}
+    tasks = round_tasks(recipe, number)
+
+    started = time.time()
+    if not (here / "search.jsonl").exists():
+        records = asyncio_run_with(hooks, before, lambda pair: search_round(pair, tasks, table, number))
+        write_jsonl(here / "search.jsonl", records)
+        seconds["search"] = round(time.time() - started, 1)
+    kept = [r for r in read_jsonl(here / "search.jsonl") if r["verified"]]
+
+    started = time.time()
+    if not (here / "policy" / "done").exists():
+        fine_tune_policy(before / "policy", here, kept, solver_traces(recipe, tasks, number), table, number)
+        seconds["policy"] = round(time.time() - started, 1)
+
+    started = time.time()
+    if not (here / "prm_data.jsonl").exists():
+        label_set = label_tasks_of(recipe, number)
+        labelled = asyncio_run_with(
+            hooks, here, lambda pair: relabel(pair.policy, label_set, table, number), prm=before / "prm"
+        )
+        write_jsonl(here / "prm_data.jsonl", [item.record() for item in labelled])
+        seconds["labels"] = round(time.time() - started, 1)
+
+    started = time.time()
+    if not (here / "prm" / "done").exists():
+        refit_prm(before / "prm", here, read_jsonl(here / "prm_data.jsonl"), table, number)
+        seconds["prm"] = round(time.time() - started, 1)
+
+    yield_ = {"search_tasks": len(tasks), "search_verified": len(kept)}
+    finish_round(recipe, out, number, {**yield_, "stage_seconds": seconds}, hooks)
+
+
+def finish_round(
+    recipe: dict[str, Any], out: Path, number: int, facts: dict[str, Any], hooks: LoopHooks
+) -> None:
+    """Measure the round's pair on dev, log it, record it in both cards, and mark the round done."""
+    here = out / "rounds" / str(number)
+    started = time.time()
+    metrics = hooks.measure(recipe, here / "policy", here / "prm")
+    record = {"round": number, **facts, "dev": metrics, "measure_seconds": round(time.time() - started, 1)}
+    (here / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    MetricsLog(out / "metrics.jsonl").write(stage="iterate", **flat_dev_metrics(record))
+    for name in ("policy", "prm"):
+        card = read_card(here / name)
+        card["rounds"] = [*[r for r in card.get("rounds", []) if r.get("round") != number], record]
+        write_card(here / name, card)
+    (here / "done").write_text("")
+    log.info("round %d: %s", number, json.dumps(flat_dev_metrics(record)))
+
+
+def flat_dev_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """A round's metrics as one log line: the round, its yield and the dev figures of each tier."""
+    line = {k: v for k, v in record.items() if k not in ("dev", "stage_seconds")}
+    for tier, values in record["dev"].items():
+        if isinstance(values, dict):
+            line.update({f"dev_{tier}_{k}": v for k, v in values.items() if isinstance(v, int | float)})
+    return line
+
+
+# -- tasks ----------------------------------------------------------------------------------------------
+
+
+def round_tasks(recipe: dict[str, Any], number: int) -> list[Task]:
+    """The fresh train-split tasks round `number` searches."""
+    return loop_tasks(recipe, recipe["iterate"]["problems_per_tier"], seed_of(recipe, number, 0))
+
+
+def label_tasks_of(recipe: dict[str, Any], number: int) -> list[Task]:
+    """The fresh train-split tasks whose solutions round `number` labels for the PRM."""
+    table = recipe["iterate"]
+    return loop_tasks(recipe, table.get("label_problems_per_tier", {}), seed_of(recipe, number, 1))
+
+
+def seed_of(recipe: dict[str, Any], number: int, use: int) -> int:
+    return int(recipe["seed"]) + 10_000 + 100 * number + use
+
+
+def loop_tasks(recipe: dict[str, Any], per_tier: dict[str, int], seed: int) -> list[Task]:
+    table = recipe["iterate"]
+    if "tasks" in table:  # a task file: its train split, a fresh sample each round
+        pool = [t for t in load_task_file(table["tasks"]) if split_of_text(t.prompt) == "train"]
+        count = int(per_tier.get("file", len(pool)))
+        return random.Random(seed).sample(pool, min(count, len(pool)))
+    return [
+        countdown_task(problem, f"loop-{seed}-{tier}-{i}")
+        for tier, count in sorted(per_tier.items())
+        for i, problem in enumerate(generate(int(tier), int(count), seed, "train", distinct="meaning"))
+    ]
+
+
+# -- 1. search ------------------------------------------------------------------------------------------
+
+
+async def search_round(
+    pair: Pair, tasks: Sequence[Task], table: dict[str, Any], number: int
+) -> list[dict[str, Any]]:
+    controller = Controller(pair.policy, pair.prm, Limits(max_budget=1_000_000))
+    gate = asyncio.Semaphore(CONCURRENT_SEARCHES)
+    progress = tqdm(total=len(tasks), desc=f"round {number} search", unit="task")
+
+    async def solve(index: int, task: Task) -> dict[str, Any]:
+        async with gate:
+            prompt_ids = tuple(pair.policy.encode(task.prompt))
+            request = SearchRequest(
+                prompt_ids=prompt_ids,
+                prompt_text=task.prompt,
+                request_id=f"loop-{number}-{index}",
+                strategy=str(table["strategy"]),
+                budget=int(table["budget"]),
+                knobs=dict(table.get("knobs", {})),
+                sampling=Sampling(
+                    temperature=float(table.get("temperature", 0.8)), seed=number * 100_003 + index
+                ),
+            )
+            result = await controller.run(request)
+            progress.update()
+            return {
+                "id": task.id,
+                "prompt": task.prompt,
+                "solution": result.text,
+                "prompt_ids": list(prompt_ids),
+                "solution_ids": result.best.token_ids,
+                "finished": result.best.finished,
+                "verified": result.best.finished and grade(task, result.text),
+                "generated_tokens": result.usage.generated_tokens,
+                "scored_tokens": result.usage.scored_tokens,
+            }
+
+    try:
+        return list(await asyncio.gather(*(solve(i, t) for i, t in enumerate(tasks))))
+    finally:
+        progress.close()
+
+
+# -- 2. policy ------------------------------------------------------------------------------------------
+
+
+def solver_traces(recipe: dict[str, Any], tasks: Sequence[Task], number: int) -> list[tuple[str, str]]:
+    """(prompt, solution) solver traces of the round's Countdown tasks, `trace_mix` per kept solution's
+    worth of tasks (none for tasks without a solver): they keep the policy close to valid play."""
+    mix = float(recipe["iterate"].get("trace_mix", 0.0))
+    countdown = [t for t in tasks if t.kind == "countdown"]
+    rng = random.Random(seed_of(recipe, number, 2))
+    chosen = rng.sample(countdown, min(len(countdown), round(mix * len(countdown))))
+    traces = []
+    for task in chosen:
+        problem = countdown_problem(task)
+        steps = reference_solution(problem, rng, SolutionCounter(problem.target))
+        traces.append((task.prompt, solution_text(steps)))
+    return traces
+
+
+def fine_tune_policy(
+    previous: Path,
+    here: Path,
+    kept: Sequence[dict[str, Any]],
+    traces: Sequence[tuple[str, str]],
+    table: dict[str, Any],
+    number: int,
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(str(previous))
+    model = AutoModelForCausalLM.from_pretrained(str(previous), dtype=torch.float32)
+    examples = [sequence_example(r["prompt_ids"], r["solution_ids"], tokenizer.eos_token_id) for r in kept]
+    for prompt, solution in traces:
+        ids = tokenizer.encode(
+            prompt
+        )  # as the engines encode a prompt (BOS included where the model has one)
+        examples.append(
+            sequence_example(
+                ids, tokenizer.encode(solution, add_special_tokens=False), tokenizer.eos_token_id
+            )
+        )
+    log_ = MetricsLog(here.parent.parent / "metrics.jsonl")
+    log_.write(stage=f"iterate_policy_{number}", kept=len(kept), traces=len(traces))
+    if examples:
+        config = FitConfig.from_table(table["sft"], seed=number)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        stage = f"iterate_policy_{number}"
+        fit(model, examples, next_token_loss, config, pad, log_, stage, resume_path(here, stage))
+    save_round_checkpoint(model, tokenizer, previous, here / "policy", {"round": number, "kept": len(kept)})
+
+
+def sequence_example(prompt_ids: Sequence[int], solution_ids: Sequence[int], eos: int) -> Example:
+    """Next-token targets on the solution (and its end), none on the prompt."""
+    solution = [*solution_ids, eos] if not solution_ids or solution_ids[-1] != eos else list(solution_ids)
+    ids = [*prompt_ids, *solution]
+    targets = [float(IGNORE)] * (len(prompt_ids) - 1) + [float(t) for t in solution] + [float(IGNORE)]
+    return Example(ids, targets)
+
+
+# -- 3. labels ------------------------------------------------------------------------------------------
+
+
+async def relabel(
+    policy: PolicyEngine, tasks: Sequence[Task], table: dict[str, Any], number: int
+) -> list[Labelled]:
+    sampling = Sampling(temperature=1.0, seed=number * 7919, logprobs=False)
+    samples, rollouts = int(table["label_samples"]), int(table["label_rollouts"])
+    labelled: list[Labelled] = []
+    for start in tqdm(range(0, len(tasks), 32), desc=f"round {number} labels", unit="batch"):
+        chunk = tasks[start : start + 32]
+        tag = f"loop-label-{number}-{start}"
+        if all(t.kind == "countdown" for t in chunk):  # exact shortcuts where a solver exists
+            problems = [countdown_problem(t) for t in chunk]
+            labelled += await label_problems(policy, problems, samples, rollouts, sampling, tag)
+        else:
+            labelled += await label_tasks(policy, chunk, samples, rollouts, sampling, tag)
+    return labelled
+
+
+# -- 4. prm ---------------------------------------------------------------------------------------------
+
+
+def refit_prm(
+    previous: Path, here: Path, records: Sequence[dict[str, Any]], table: dict[str, Any], number: int
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(str(previous))
+    spec = read_prm_spec(previous)
+    format = prm_format(spec, tokenizer)
+    good_id, bad_id = (int(tokenizer.convert_tokens_to_ids(t)) for t in verdict_tokens(tokenizer, spec))
+    examples = [prm_format_example(format, tokenizer, r) for r in records if r["completions"]]
+    model = AutoModelForCausalLM.from_pretrained(str(previous), dtype=torch.float32)
+    stage = f"iterate_prm_{number}"
+    log_ = MetricsLog(here.parent.parent / "metrics.jsonl")
+    log_.write(stage=stage, sequences=len(examples))
+    if examples:
+        config = FitConfig.from_table(table["prm"], seed=number)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        fit(
+            model, examples, verdict_loss(good_id, bad_id), config, pad, log_, stage, resume_path(here, stage)
+        )
+    save_round_checkpoint(
+        model, tokenizer, previous, here / "prm", {"round": number, "labelled": len(examples)}
+    )
+
+
+def prm_format_example(format: PRMFormat, tokenizer: Any, record: dict[str, Any]) -> Example:
+    """A labelled solution as the PRM reads it in its own format, the soft label at each step's tag."""
+    steps = tuple(tuple(tokenizer.encode(s, add_special_tokens=False)) for s in record["completions"])
+    candidate = Candidate(
+        tuple(tokenizer.encode(record["prompt"])),
+        steps,
+        question=record["prompt"],
+        step_texts=tuple(record["completions"]),
+    )
+    ids = format.render(candidate)
+    targets = [float(IGNORE)] * len(ids)
+    for position, label in zip(tag_positions(format, ids, len(steps)), record["soft_labels"], strict=True):
+        targets[position] = float(IGNORE) if label is None else float(label)
+    return Example(ids, targets)
+
+
+# -- plumbing -------------------------------------------------------------------------------------------
+
+
+def asyncio_run_with(
+    hooks: LoopHooks, round_dir: Path, work: Callable[[Pair], Any], prm: Path | None = None
+) -> Any:
+    """Run `work(pair)` on one event loop, with the round's pair started for it and stopped after."""
+    pair = hooks.start_pair(round_dir / "policy", prm or round_dir / "prm")
+    try:
+        return asyncio.run(work(pair))
+    finally:
+        pair.shutdown()
+
+
+def save_round_checkpoint(
+    model: Any, tokenizer: Any, previous: Path, directory: Path, facts: dict[str, Any]
+) -> None:
+    """The fitted model beside its predecessor's spec and card (the card gains this round's facts);
+    `done` is written last, so a half-written directory is redone."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    for extra in ("generation_config.json", "ponder_spec.json"):
+        if (previous / extra).exists():
+            shutil.copy2(previous / extra, directory / extra)
+    card = read_card(previous)
+    card["loop"] = [*card.get("loop", []), facts]
+    write_card(directory, card)
+    (directory / "done").write_text("")
+
+
+def copy_checkpoint(source: Path, target: Path) -> None:
+    if source.resolve() == target.resolve():
+        return
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.resume.pt"))
+
+
+def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    partial = path.with_suffix(".partial")
+    with partial.open("w") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    partial.replace(path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
