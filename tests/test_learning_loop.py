@@ -103,4 +103,4 @@ def test_one_round_on_a_users_own_pair_and_math_file(
     assert (out / "prm/model.safetensors").read_bytes() != (prm / "model.safetensors").read_bytes()
     # a random policy verifies nothing and a math file has no solver traces: no example, weights unchanged
     card = json.loads((out / "policy/ponder_card.json").read_text())
-    assert card["loop"][-1]["kept"] == sum(r["verified"] for r in searched)
+    assert card["loop"][-1]["kept"] == sum(len(r["kept"]) for r in searched)

@@ -3,7 +3,8 @@
 Contract: `iterate(recipe, out, hooks)` runs the recipe's `[iterate]` rounds (ReST-EM / expert iteration)
 on the pair in OUT/policy and OUT/prm. Round r:
   1. search   the served search itself (a `Controller` on the current pair, the recipe's strategy and
-              budget) solves fresh train-split tasks; the task's checker keeps the verified solutions
+              budget) solves fresh train-split tasks; the task's checker keeps up to `keep_per_task`
+              distinct verified solutions among every sample the search drew
                                                                    -> OUT/rounds/r/search.jsonl
   2. policy   the current policy fine-tuned on the kept solutions (as token ids, exactly as sampled),
               mixed with fresh solver traces where the task has a solver       -> OUT/rounds/r/policy
@@ -38,8 +39,9 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from engines.base import PolicyEngine, Sampling
+from engines.base import InvalidPrompt, PolicyEngine, Sampling
 from engines.spec import read_prm_spec, verdict_tokens
+from searchers.base import Trace
 from searchers.controller import Controller, Limits, SearchRequest
 from searchers.registry import default_searchers
 from tasks.countdown import SolutionCounter, generate, reference_solution, solution_text
@@ -107,10 +109,11 @@ def run_round(recipe: dict[str, Any], out: Path, number: int, hooks: LoopHooks) 
 
     started = time.time()
     if not (here / "search.jsonl").exists():
-        records = asyncio_run_with(hooks, before, lambda pair: search_round(pair, tasks, table, number))
+        records = with_pair(hooks, before, lambda pair: search_round(pair, tasks, table, number))
         write_jsonl(here / "search.jsonl", records)
         seconds["search"] = round(time.time() - started, 1)
-    kept = [r for r in read_jsonl(here / "search.jsonl") if r["verified"]]
+    searched = read_jsonl(here / "search.jsonl")
+    kept = [(r["prompt_ids"], ids) for r in searched for ids in r["kept"]]
 
     started = time.time()
     if not (here / "policy" / "done").exists():
@@ -120,7 +123,7 @@ def run_round(recipe: dict[str, Any], out: Path, number: int, hooks: LoopHooks) 
     started = time.time()
     if not (here / "prm_data.jsonl").exists():
         label_set = label_tasks_of(recipe, number)
-        labelled = asyncio_run_with(
+        labelled = with_pair(
             hooks, here, lambda pair: relabel(pair.policy, label_set, table, number), prm=before / "prm"
         )
         write_jsonl(here / "prm_data.jsonl", [item.record() for item in labelled])
@@ -131,7 +134,12 @@ def run_round(recipe: dict[str, Any], out: Path, number: int, hooks: LoopHooks) 
         refit_prm(before / "prm", here, read_jsonl(here / "prm_data.jsonl"), table, number)
         seconds["prm"] = round(time.time() - started, 1)
 
-    yield_ = {"search_tasks": len(tasks), "search_verified": len(kept)}
+    yield_ = {
+        "search_tasks": len(tasks),
+        "search_verified": sum(r["verified"] for r in searched),  # the search's own answer
+        "search_solved": sum(bool(r["kept"]) for r in searched),  # any verified sample
+        "kept_solutions": len(kept),
+    }
     finish_round(recipe, out, number, {**yield_, "stage_seconds": seconds}, hooks)
 
 
@@ -200,6 +208,7 @@ async def search_round(
     pair: Pair, tasks: Sequence[Task], table: dict[str, Any], number: int
 ) -> list[dict[str, Any]]:
     controller = Controller(pair.policy, pair.prm, Limits(max_budget=1_000_000))
+    keep = int(table.get("keep_per_task", 1))
     gate = asyncio.Semaphore(CONCURRENT_SEARCHES)
     progress = tqdm(total=len(tasks), desc=f"round {number} search", unit="task")
 
@@ -217,8 +226,19 @@ async def search_round(
                     temperature=float(table.get("temperature", 0.8)), seed=number * 100_003 + index
                 ),
             )
-            result = await controller.run(request)
-            progress.update()
+            try:
+                result = await controller.run(request)
+            except InvalidPrompt as error:  # the engines refuse it (too long for the context)
+                log.warning("round %d: task %s refused: %s", number, task.id, error)
+                return {
+                    "id": task.id,
+                    "prompt": task.prompt,
+                    "verified": False,
+                    "kept": [],
+                    "refused": str(error),
+                }
+            finally:
+                progress.update()
             return {
                 "id": task.id,
                 "prompt": task.prompt,
@@ -227,6 +247,7 @@ async def search_round(
                 "solution_ids": result.best.token_ids,
                 "finished": result.best.finished,
                 "verified": result.best.finished and grade(task, result.text),
+                "kept": verified_solutions(task, [result.best, *result.candidates], keep),
                 "generated_tokens": result.usage.generated_tokens,
                 "scored_tokens": result.usage.scored_tokens,
             }
@@ -235,6 +256,17 @@ async def search_round(
         return list(await asyncio.gather(*(solve(i, t) for i, t in enumerate(tasks))))
     finally:
         progress.close()
+
+
+def verified_solutions(task: Task, traces: Sequence[Trace], keep: int) -> list[list[int]]:
+    """Up to `keep` distinct finished solutions the checker verifies, the search's answer first: ReST-EM
+    keeps every correct sample, not only the one the search returned."""
+    kept: list[list[int]] = []
+    for trace in traces:
+        ids = trace.token_ids
+        if len(kept) < keep and trace.finished and ids not in kept and grade(task, trace.text):
+            kept.append(ids)
+    return kept
 
 
 # -- 2. policy ------------------------------------------------------------------------------------------
@@ -258,14 +290,14 @@ def solver_traces(recipe: dict[str, Any], tasks: Sequence[Task], number: int) ->
 def fine_tune_policy(
     previous: Path,
     here: Path,
-    kept: Sequence[dict[str, Any]],
+    kept: Sequence[tuple[Sequence[int], Sequence[int]]],  # (prompt ids, solution ids)
     traces: Sequence[tuple[str, str]],
     table: dict[str, Any],
     number: int,
 ) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(previous))
     model = AutoModelForCausalLM.from_pretrained(str(previous), dtype=torch.float32)
-    examples = [sequence_example(r["prompt_ids"], r["solution_ids"], tokenizer.eos_token_id) for r in kept]
+    examples = [sequence_example(prompt, solution, tokenizer.eos_token_id) for prompt, solution in kept]
     for prompt, solution in traces:
         ids = tokenizer.encode(
             prompt
@@ -358,9 +390,7 @@ def prm_format_example(format: PRMFormat, tokenizer: Any, record: dict[str, Any]
 # -- plumbing -------------------------------------------------------------------------------------------
 
 
-def asyncio_run_with(
-    hooks: LoopHooks, round_dir: Path, work: Callable[[Pair], Any], prm: Path | None = None
-) -> Any:
+def with_pair(hooks: LoopHooks, round_dir: Path, work: Callable[[Pair], Any], prm: Path | None = None) -> Any:
     """Run `work(pair)` on one event loop, with the round's pair started for it and stopped after."""
     pair = hooks.start_pair(round_dir / "policy", prm or round_dir / "prm")
     try:
