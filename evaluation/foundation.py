@@ -108,9 +108,9 @@ async def _step_label_auroc(
         items = [i for i in labelled if i.steps]
         candidates = [
             Candidate(
-                tuple(engines.policy.encode(item.record()["prompt"])),
+                tuple(engines.policy.encode(item.prompt)),
                 tuple(tuple(engines.policy.encode_continuation(s)) for s in item.steps),
-                question=item.record()["prompt"],
+                question=item.prompt,
                 step_texts=tuple(item.steps),
             )
             for item in items

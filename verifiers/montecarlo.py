@@ -32,15 +32,12 @@ class LabelledSolution:
     soft_labels: list[float | None]
     correct: bool
 
+    @property
+    def prompt(self) -> str:
+        return self.problem.prompt()
+
     def record(self) -> dict[str, Any]:
-        return {
-            "prompt": self.problem.prompt(),
-            "completions": self.steps,
-            "labels": [None if s is None else s > 0 for s in self.soft_labels],
-            "soft_labels": self.soft_labels,
-            "correct": self.correct,
-            "tier": self.problem.tier,
-        }
+        return stepwise_record(self.prompt, self.steps, self.soft_labels, self.correct, self.problem.tier)
 
 
 @dataclass(frozen=True)
@@ -52,16 +49,27 @@ class LabelledTask:
     soft_labels: list[float | None]
     correct: bool
 
+    @property
+    def prompt(self) -> str:
+        return self.task.prompt
+
     def record(self) -> dict[str, Any]:
-        return {
-            "prompt": self.task.prompt,
-            "completions": self.steps,
-            "labels": [None if s is None else s > 0 for s in self.soft_labels],
-            "soft_labels": self.soft_labels,
-            "correct": self.correct,
-            "tier": self.task.tier,
-            "id": self.task.id,
-        }
+        fields = stepwise_record(self.prompt, self.steps, self.soft_labels, self.correct, self.task.tier)
+        return {**fields, "id": self.task.id}
+
+
+def stepwise_record(
+    prompt: str, steps: list[str], soft_labels: list[float | None], correct: bool, tier: int | None
+) -> dict[str, Any]:
+    """TRL's stepwise format (`prompt`, `completions`, `labels`) plus the soft labels."""
+    return {
+        "prompt": prompt,
+        "completions": steps,
+        "labels": [None if s is None else s > 0 for s in soft_labels],
+        "soft_labels": soft_labels,
+        "correct": correct,
+        "tier": tier,
+    }
 
 
 Labelled = LabelledSolution | LabelledTask
