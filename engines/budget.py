@@ -11,13 +11,17 @@ Contract:
   fits (`reserve`). So `spent` never exceeds the limits, whatever the searcher asks for.
 - When a call cannot be made at all the adapter raises `BudgetExhausted` (or `DeadlineExceeded`); a
   searcher catches `SearchStopped`, and returns its best answer so far with `stop_reason` set.
-- Searchers only read it (`remaining`, `can_afford`) to size their rounds.
+- Searchers only read it (`remaining`, `can_afford`) to size their rounds, and may set part of what is
+  left aside (`hold`): held tokens are not in `remaining`, so neither the searcher's planning nor the
+  adapters' clamps can spend them until the hold is released. A hold never adds to the budget: it
+  takes at most what is left, and releasing it gives back only what it took.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Literal
 
 from engines.usage import Usage
@@ -49,6 +53,7 @@ class Budget:
     _reserved_tokens: int = 0
     _reserved_prefill: int = 0
     _reserved_calls: int = 0
+    _held_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.tokens < 1:
@@ -72,7 +77,7 @@ class Budget:
 
     @property
     def remaining(self) -> int:
-        return self.tokens - self.used - self._reserved_tokens
+        return self.tokens - self.used - self._reserved_tokens - self._held_tokens
 
     def can_afford(self, tokens: float) -> bool:
         return tokens <= self.remaining
@@ -82,6 +87,11 @@ class Budget:
 
     def utilisation(self) -> float:
         return self.used / self.tokens
+
+    def hold(self, tokens: int) -> Hold:
+        """Set aside up to `tokens` of what is left, until the hold is released (at the end of its `with`
+        block, or earlier by `release`)."""
+        return Hold(self, tokens)
 
     # --- what the adapters do -------------------------------------------------------------------
     def check_deadline(self) -> None:
@@ -125,3 +135,25 @@ class Budget:
         if prompt_tokens > left:
             raise BudgetExhausted(f"prefilling {prompt_tokens} prompt tokens passes the cap ({left} left)")
         self._reserved_prefill += prompt_tokens
+
+
+class Hold:
+    """Tokens of a budget set aside for later (e.g. a search's fallback answer), a context manager."""
+
+    def __init__(self, budget: Budget, tokens: int) -> None:
+        self.budget = budget
+        self.tokens = max(0, min(tokens, budget.remaining))  # never more than is left
+        budget._held_tokens += self.tokens
+
+    def release(self) -> None:
+        """Give the held tokens back to `remaining` (again: a no-op)."""
+        self.budget._held_tokens -= self.tokens
+        self.tokens = 0
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.release()
