@@ -7,8 +7,10 @@ Contract:
   maps (difficulty bin, budget as a multiple of the greedy solution's cost) to the strategy and knobs
   that were most accurate there on held-out problems, "greedy" included: an easy question gets no
   more compute than it needs.
-- The chosen strategy runs on what is left of the same budget; the answer is the better by PRM value
-  of its answer and the probe (finished answers first).
+- The chosen strategy runs on what is left of the same budget, with the probe as the request's greedy
+  solution (`ctx.greedy`): Best-of-N takes it as its greedy candidate instead of drawing it again, and
+  a search that grows partial solutions holds nothing back for a greedy fallback (it has one). The
+  answer is the better by PRM value of its answer and the probe (finished answers first).
 - Too small a budget for the probe, or no table: greedy / Best-of-N with PRM, the safe defaults.
 """
 
@@ -109,13 +111,13 @@ class Auto(SearcherDefaults):
         if strategy == "greedy":
             return result(ctx, self.name, probe, [probe], "done", knobs)
         searcher = self.searchers[strategy]
-        inner = await searcher.run(ctx, searcher.Knobs(**chosen_knobs))
+        inner = await searcher.run(replace(ctx, greedy=probe), searcher.Knobs(**chosen_knobs))
         return self.combine(ctx, probe, inner, knobs, {"strategy": strategy, "knobs": chosen_knobs})
 
     def combine(
         self, ctx: SearchContext, probe: Trace, inner: SearchResult, knobs: AutoKnobs, chosen: dict[str, Any]
     ) -> SearchResult:
-        candidates = [probe, *inner.candidates]
+        candidates = [probe, *(c for c in inner.candidates if c is not probe)]  # Best-of-N took it too
         # The scored probe competes with the chosen strategy's answer: a strategy the budget cut short
         # (unfinished, or too poor to score its answer) must not replace a finished, trusted probe.
         best = best_by_value([probe, inner.best], ctx.aggregation)

@@ -10,18 +10,26 @@ Contract:
   always `prompt_ids + trace.token_ids`, never re-tokenised text.
 - `score` fills traces' PRM step scores in one verifier call; `value` turns them into one number with
   the request's aggregation (`verifiers.aggregate`).
+- No strategy answers below greedy: `greedy_solution` is the temperature-0 solution (drawn in one call,
+  or the one the request already holds in `ctx.greedy`), and `never_below_greedy` runs a search that
+  grows partial solutions so that it returns a complete answer whenever greedy would: greedy itself
+  when the budget cannot pay for one whole path of the search, else the search with one greedy
+  completion held back on the budget, and the greedy completion of its best partial solution if it
+  ended without a finished one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from engines.base import Continuation, Sampling
-from engines.budget import Budget, StopReason
+from engines.base import Continuation, InvalidPrompt, Sampling
+from engines.budget import Budget, Hold, SearchStopped, StopReason
 from engines.metered import MeteredPolicy
 from engines.usage import Usage
 from searchers.task_tools import TaskHints
@@ -90,6 +98,7 @@ class SearchContext:
     checker: Callable[[str], bool] | None = None  # an environment verifier, where the task has one
     hints: TaskHints = field(default_factory=TaskHints)
     progress: Callable[[str, dict[str, Any]], None] | None = None  # (event, details), for streaming
+    greedy: Trace | None = None  # the greedy solution, where the request drew it already (auto's probe)
 
     def grow(self, trace: Trace, continuation: Continuation) -> Trace:
         return trace.extend(continuation, self.policy.split_steps, self.policy.decode)
@@ -121,6 +130,15 @@ class SearchContext:
         if self.verifier is None:
             return sum(len(self.prompt_ids) + len(t.token_ids) + len(t.steps) for t in traces)
         return self.verifier.cost([self.candidate(t) for t in traces])
+
+
+def stepwise_path_cost(ctx: SearchContext) -> float:
+    """Budget tokens one solution grown step by step takes (planned from `ctx.hints`): each step
+    generated, then the PRM reading the whole prefix."""
+    step, steps, prompt = ctx.hints.step_tokens, ctx.hints.steps, len(ctx.prompt_ids)
+    generated = steps * step
+    scored = sum(prompt + depth * (step + 1) for depth in range(1, steps + 1))
+    return generated + scored
 
 
 @dataclass
@@ -208,6 +226,96 @@ def result(
         usage=ctx.budget.spent,
         stop_reason=stop_reason,
         knobs=knobs.model_dump(),
-        score=value(best, ctx.aggregation) if best.scored and best.steps else None,
+        score=answer_score(ctx, best),
         tree=tree,
     )
+
+
+def answer_score(ctx: SearchContext, answer: Trace) -> float | None:
+    """The PRM value a result reports for its answer; None when the PRM has not read all of it."""
+    return value(answer, ctx.aggregation) if answer.scored and answer.steps else None
+
+
+# --- never below greedy ---------------------------------------------------------------------------
+
+
+def greedy_cost(ctx: SearchContext) -> int:
+    """Budget tokens planned for one greedy completion (the hinted solution, with the margin)."""
+    return math.ceil(ctx.hints.solution_tokens * COST_MARGIN)
+
+
+async def greedy_completion(ctx: SearchContext, trace: Trace) -> Trace:
+    """`trace` rolled out to its end at temperature 0, in one engine call (from the empty trace: greedy
+    decoding). Raises `SearchStopped` when the budget or the deadline does not allow the call."""
+    sampling = replace(ctx.sampling, temperature=0.0)
+    generation = await ctx.policy.rollout([ctx.prefix(trace)], 1, sampling)
+    return ctx.grow(trace, generation.continuations[0][0])
+
+
+async def greedy_solution(ctx: SearchContext) -> Trace:
+    """The greedy solution: the one the request holds already, else drawn in one call."""
+    return ctx.greedy if ctx.greedy is not None else await greedy_completion(ctx, Trace())
+
+
+def best_partial(traces: Sequence[Trace], how: Aggregation) -> Trace:
+    """The unfinished trace worth most by the PRM scores it has (a last step the budget left unscored
+    does not zero the steps before it), the longer one on ties; the empty trace when there is none."""
+    partials = [t for t in traces if not t.finished]
+    return max(partials, key=lambda t: (aggregate(t.scores, how), len(t.steps)), default=Trace())
+
+
+async def never_below_greedy(
+    ctx: SearchContext,
+    strategy: str,
+    knobs: BaseModel,
+    path_cost: float,
+    judged: bool,
+    search: Callable[[Hold], Awaitable[SearchResult]],
+) -> SearchResult:
+    """Run `search` (a strategy that grows partial solutions) so that it returns a complete answer
+    whenever greedy would.
+
+    - `path_cost`: the budget tokens one whole path of the search is planned to take (margin included).
+      When the budget cannot pay for that and one greedy completion, the answer is the greedy solution.
+    - Otherwise `search` runs with one greedy completion held back on the budget (`greedy_cost`); it
+      gets the `Hold` and may release it once it has a finished solution.
+    - Ended (done, budget, depth) with no finished solution, the hold is released and the best partial
+      solution is rolled out to its end at temperature 0 in one call: that is the answer, and a candidate.
+      A deadline stop returns at once. Where the request holds a finished greedy solution already
+      (`ctx.greedy`), nothing is held and that solution is the fallback, without a call.
+    - `judged`: the search reads the PRM, which then scores the fallback answer if the budget affords it.
+    """
+    if judged:
+        ctx.require_verifier()  # refuse before anything is spent
+    in_hand = ctx.greedy is not None and ctx.greedy.finished
+    reserve = 0 if in_hand else greedy_cost(ctx)
+    if not ctx.budget.can_afford(path_cost + reserve):
+        try:
+            answer = await judge_answer(ctx, await greedy_solution(ctx), judged)
+        except SearchStopped as stopped:
+            return result(ctx, strategy, Trace(), [], stopped.reason, knobs)
+        return result(ctx, strategy, answer, [answer], "budget", knobs)
+    with ctx.budget.hold(reserve) as hold:
+        found = await search(hold)
+    if in_hand or found.stop_reason == "deadline" or any(t.finished for t in [found.best, *found.candidates]):
+        return found
+    partial = best_partial([found.best, *found.candidates], ctx.aggregation)
+    try:
+        answer = await judge_answer(ctx, await greedy_completion(ctx, partial), judged)
+    except (SearchStopped, InvalidPrompt):  # refused, or the partial solution fills the policy's context
+        return found
+    return replace(
+        found,
+        best=answer,
+        candidates=[*found.candidates, answer],
+        usage=ctx.budget.spent,
+        score=answer_score(ctx, answer),
+    )
+
+
+async def judge_answer(ctx: SearchContext, answer: Trace, judged: bool) -> Trace:
+    """A fallback answer, scored by the PRM when the search reads it and the budget affords it."""
+    if judged:
+        with contextlib.suppress(SearchStopped):
+            return (await score(ctx, [answer]))[0]
+    return answer

@@ -8,8 +8,11 @@ Contract (the published recipe's semantics):
   times (one engine call for all), so N candidates are always in flight.
 - DVTS (`Beam(diverse=True)`, strategy `dvts`) splits the N first steps into N/M independent subtrees
   and keeps only the best beam of each: less pruning of the lone promising path, more diversity.
-- The answer is the best finished solution by `ctx.aggregation`; stopped early (budget, deadline,
-  depth), the best partial one if none finished.
+- The answer is the best finished solution by `ctx.aggregation`. Never below greedy
+  (`never_below_greedy`): a budget too small for one beam's whole path and a greedy completion gets the
+  greedy solution; otherwise N is sized on the budget less one greedy completion, held back until a
+  beam finishes, and a search stopped (budget, depth) before any did rolls its best partial beam out
+  at temperature 0. A deadline stop returns the best partial one as it is.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from engines.budget import SearchStopped, StopReason
+from engines.budget import Hold, SearchStopped, StopReason
 from searchers.base import (
     COST_MARGIN,
     Knobs,
@@ -28,8 +31,10 @@ from searchers.base import (
     SearchResult,
     Trace,
     best_by_value,
+    never_below_greedy,
     result,
     score,
+    stepwise_path_cost,
     value,
 )
 
@@ -57,6 +62,12 @@ class Beam(SearcherDefaults):
         return True
 
     async def run(self, ctx: SearchContext, knobs: BeamKnobs) -> SearchResult:
+        path = stepwise_path_cost(ctx) * COST_MARGIN
+        return await never_below_greedy(
+            ctx, self.name, knobs, path, True, lambda hold: self.search(ctx, knobs, hold)
+        )
+
+    async def search(self, ctx: SearchContext, knobs: BeamKnobs, hold: Hold) -> SearchResult:
         n = knobs.beams or affordable_beams(ctx, knobs.expansions)
         m = min(knobs.expansions, n)
         finished: list[Trace] = []
@@ -67,6 +78,8 @@ class Beam(SearcherDefaults):
             frontier = await scored(ctx, frontier)
             for depth in range(1, knobs.max_depth):
                 finished += [b.trace for b in frontier if b.trace.ended]
+                if any(t.finished for t in finished):
+                    hold.release()  # an answer is in hand: the fallback's tokens may go to the search
                 kept = self.keep(ctx, [b for b in frontier if not b.trace.ended], n, m)
                 ctx.report("step", depth=depth, finished=len(finished), beams=len(kept))
                 if not kept:
@@ -111,17 +124,9 @@ async def scored(ctx: SearchContext, branches: list[Branch]) -> list[Branch]:
     return [Branch(t, b.group) for t, b in zip(traces, branches, strict=True)]
 
 
-def path_cost(ctx: SearchContext) -> float:
-    """Budget tokens one beam's path takes: each step generated, then the PRM reading the whole prefix."""
-    step, steps, prompt = ctx.hints.step_tokens, ctx.hints.steps, len(ctx.prompt_ids)
-    generated = steps * step
-    scored = sum(prompt + depth * (step + 1) for depth in range(1, steps + 1))
-    return generated + scored
-
-
 def affordable_beams(ctx: SearchContext, expansions: int) -> int:
     """The most beams N whose whole search fits the budget, with a margin for longer steps (at least 1,
     at most 256), rounded down to a multiple of M once it exceeds M, so the N/M kept beams' expansions
     are N again. Not rounded to a power of two: the rest of a budget between two powers would go unspent."""
-    n = max(1, min(256, int(ctx.budget.remaining // (path_cost(ctx) * COST_MARGIN))))
+    n = max(1, min(256, int(ctx.budget.remaining // (stepwise_path_cost(ctx) * COST_MARGIN))))
     return n - n % expansions if n > expansions else n

@@ -3,10 +3,13 @@
 Contract:
 - Knobs: `n` (None: as many as the budget affords), `select` (prm | vote | weighted_vote | outcome),
   `adaptive` (stop sampling once the vote is decided: adaptive consistency), `round_size`,
-  `confidence`.
-- Samples are drawn in as few engine calls as possible: without `n` a first round of `round_size`
-  measures what a sample really costs, then the rest of the budget goes out in one call. With
-  `adaptive` it samples `round_size` at a time and stops when P(leading answer is the majority) ≥
+  `confidence`, `include_greedy`.
+- With `include_greedy` (the default) the first candidate is the greedy (temperature-0) solution, in
+  its own first call (none where the request holds it already, as `auto`'s probe): it counts toward
+  `n` and is selected like any sample (it votes once), so that Best-of-N is never below greedy.
+- Samples are drawn in as few engine calls as possible: without `n` a first sampled round of
+  `round_size` measures what a sample really costs, then the rest of the budget goes out in one call.
+  With `adaptive` it samples `round_size` at a time and stops when P(leading answer is the majority) ≥
   `confidence` under a uniform prior on the two leading answers' shares.
 - `vote` is self-consistency (the answer most samples commit to; `ctx.answer_of`), `weighted_vote`
   sums PRM values per answer, `outcome` takes the first sample the environment verifier accepts.
@@ -29,6 +32,7 @@ from searchers.base import (
     SearchResult,
     Trace,
     best_by_value,
+    greedy_solution,
     result,
     score,
     value,
@@ -43,6 +47,7 @@ class BestOfNKnobs(Knobs):
     adaptive: bool = Field(False, description="stop once the vote is decided (vote / weighted_vote)")
     round_size: int = Field(4, ge=1, le=256)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    include_greedy: bool = Field(True, description="the greedy solution is the first candidate")
 
 
 class BestOfN:
@@ -67,27 +72,32 @@ class BestOfN:
         needs_prm = self.needs_prm(knobs)
         cost = sample_cost(ctx, ctx.hints.solution_tokens, needs_prm)
         traces: list[Trace] = []
-        round_index = 0
+        sampled_rounds = 0  # the greedy candidate aside: the first sampled round measures a sample's cost
         try:
             while True:
-                want = self.round_size(ctx, knobs, len(traces), round_index, cost)
+                greedy = knobs.include_greedy and not traces
+                want = 1 if greedy else self.round_size(ctx, knobs, len(traces), sampled_rounds, cost)
                 if want <= 0:
                     break
-                generation = await ctx.policy.rollout([ctx.prompt_ids], want, ctx.seeded(round_index))
-                new = [ctx.grow(Trace(), c) for c in generation.continuations[0]]
+                new = [await greedy_solution(ctx)] if greedy else await self.draw(ctx, want, sampled_rounds)
                 traces += new  # kept even if scoring them is refused: unscored answers still count
                 if needs_prm:
                     traces[-len(new) :] = await score(ctx, new)
-                mean_tokens = generation.usage.generated_tokens / want
-                cost = sample_cost(ctx, mean_tokens, needs_prm)
+                cost = sample_cost(ctx, mean_generated(new), needs_prm)
                 ctx.report("samples", count=len(traces))
-                round_index += 1
+                sampled_rounds += not greedy
                 if knobs.adaptive and vote_decided(votes(ctx, traces), knobs.confidence):
                     return traces, "done"
         except SearchStopped as stopped:
             return traces, stopped.reason
         # Without `n` (or short of it) the budget is what ended the sampling.
         return traces, "done" if knobs.n is not None and len(traces) >= knobs.n else "budget"
+
+    @staticmethod
+    async def draw(ctx: SearchContext, want: int, round_index: int) -> list[Trace]:
+        """`want` samples at the request's temperature, in one engine call."""
+        generation = await ctx.policy.rollout([ctx.prompt_ids], want, ctx.seeded(round_index))
+        return [ctx.grow(Trace(), c) for c in generation.continuations[0]]
 
     @staticmethod
     def round_size(ctx: SearchContext, knobs: BestOfNKnobs, drawn: int, round_index: int, cost: float) -> int:
@@ -104,6 +114,11 @@ def sample_cost(ctx: SearchContext, solution_tokens: float, scored: bool) -> flo
     """Budget tokens one sample takes: its generation, plus the PRM reading prompt and solution."""
     scoring = len(ctx.prompt_ids) + solution_tokens * 1.1 if scored else 0.0
     return max(solution_tokens + scoring, 1.0)
+
+
+def mean_generated(traces: Sequence[Trace]) -> float:
+    """The tokens a sample generated, on average (its end-of-sequence token included, as engines count)."""
+    return sum(len(t.token_ids) + t.finished for t in traces) / len(traces)
 
 
 def votes(ctx: SearchContext, traces: Sequence[Trace]) -> Counter[str]:

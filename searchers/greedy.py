@@ -5,11 +5,18 @@ Contract: no knobs; one rollout; `stop_reason` is "budget" when the budget cut t
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import ClassVar
 
 from engines.budget import SearchStopped, StopReason
-from searchers.base import Knobs, SearchContext, SearcherDefaults, SearchResult, Trace, result
+from searchers.base import (
+    Knobs,
+    SearchContext,
+    SearcherDefaults,
+    SearchResult,
+    Trace,
+    greedy_solution,
+    result,
+)
 
 
 class GreedyKnobs(Knobs):
@@ -24,11 +31,9 @@ class Greedy(SearcherDefaults):
         return False
 
     async def run(self, ctx: SearchContext, knobs: GreedyKnobs) -> SearchResult:
-        sampling = replace(ctx.sampling, temperature=0.0)
         try:
-            generation = await ctx.policy.rollout([ctx.prompt_ids], 1, sampling)
+            trace = await greedy_solution(ctx)
         except SearchStopped as stopped:
             return result(ctx, self.name, Trace(), [], stopped.reason, knobs)
-        trace = ctx.grow(Trace(), generation.continuations[0][0])
         stop: StopReason = "budget" if trace.truncated and ctx.budget.remaining <= 0 else "done"
         return result(ctx, self.name, trace, [trace], stop, knobs)

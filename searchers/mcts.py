@@ -30,8 +30,11 @@ Contract:
   every step), and at 16x rollouts raised MCTS's accuracy from 26% to 39% on 200 dev problems.
 - The answer: with `use_outcome` a verified-correct solution first; then with final="value" the finished
   solution of highest aggregated PRM value, with "visits" the end of the most-visited path when it is a
-  finished solution (else by value). While nothing is finished, iterations keep back enough budget to
-  roll the most valuable open node out to a solution at the end; failing that, the best partial one.
+  finished solution (else by value). Never below greedy (`never_below_greedy`): a budget too small for
+  one whole path (a graded rollout; with "prm" evaluation a path scored step by step) and a greedy
+  completion gets the greedy solution; otherwise iterations keep one greedy completion back until a
+  solution is finished, and a search that ends without one rolls its most valuable open node out at
+  temperature 0; failing that, the best partial one.
   Candidates are the finished solutions seen (tree nodes and rollouts); `tree` is the visited part of
   the tree (at most `TREE_LIMIT` nodes).
 """
@@ -39,7 +42,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -49,7 +51,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from engines.base import Continuation
-from engines.budget import SearchStopped, StopReason
+from engines.budget import Hold, SearchStopped, StopReason
 from searchers.base import (
     COST_MARGIN,
     Knobs,
@@ -57,8 +59,10 @@ from searchers.base import (
     SearchResult,
     Trace,
     best_by_value,
+    never_below_greedy,
     result,
     score,
+    stepwise_path_cost,
     value,
 )
 
@@ -120,11 +124,23 @@ class MCTS:
         return not self.needs_prm(knobs)
 
     async def run(self, ctx: SearchContext, knobs: MCTSKnobs) -> SearchResult:
-        search = TreeSearch(ctx, knobs)
-        if search.reads_prm:
-            ctx.require_verifier()  # refuse before anything is spent
+        plan = TreeSearch(ctx, knobs)
+        found = await never_below_greedy(
+            ctx,
+            self.name,
+            knobs,
+            plan.path_cost(),
+            plan.reads_prm,
+            lambda hold: self.search(ctx, knobs, hold),
+        )
+        found.candidates = [c for c in found.candidates if c.finished]  # answers only, as documented
+        found.tree = found.tree or tree_of(plan.root)  # the greedy solution instead: no tree was grown
+        return found
+
+    async def search(self, ctx: SearchContext, knobs: MCTSKnobs, hold: Hold) -> SearchResult:
+        search = TreeSearch(ctx, knobs, hold)
         stop = await search.run()
-        answers = search.answers() or await search.finish_best_path()
+        answers = search.answers()
         return result(ctx, self.name, search.answer(answers), answers, stop, knobs, tree=tree_of(search.root))
 
 
@@ -280,6 +296,7 @@ class TreeSearch:
 
     ctx: SearchContext
     knobs: MCTSKnobs
+    hold: Hold | None = None  # the fallback's tokens, released once a solution is finished
     root: Node = field(default_factory=lambda: Node(Trace()))
     pending: list[NodePath] = field(default_factory=list)  # paths under virtual loss in this iteration
     solved: bool = False
@@ -361,7 +378,7 @@ class TreeSearch:
         expansion fits, it gets the children that do (the last iteration spends what is left). The
         prompt's own expansion is always tried: the adapters cut it to the budget, as they would a first
         sample."""
-        available = self.ctx.budget.remaining - self.finish_reserve()
+        available = self.ctx.budget.remaining
         kept: list[NodePath] = []
         cost = 0.0
         for path in open_paths:
@@ -378,27 +395,12 @@ class TreeSearch:
             self.pending.remove(path)
         return kept, width
 
-    def finish_reserve(self) -> float:
-        """Tokens held back, while no solution is finished, so the best path can still be rolled out."""
-        if any(node.trace.finished for node in self.root.walk()):
-            return 0.0
-        return self.mean_step_tokens() * self.ctx.hints.steps * COST_MARGIN
-
-    async def finish_best_path(self) -> list[Trace]:
-        """No finished solution: roll the most valuable open node out to one (scored if affordable)."""
-        open_nodes = [node for node in self.root.walk() if not node.terminal and node is not self.root]
-        if not open_nodes:
-            return []
-        best = max(open_nodes, key=lambda node: (node.own_value or 0.0, len(node.trace.steps)))
-        try:
-            generation = await self.ctx.policy.rollout([self.ctx.prefix(best.trace)], 1, self.ctx.seeded(-1))
-            trace = self.ctx.grow(best.trace, generation.continuations[0][0])
-        except SearchStopped:
-            return []
-        if self.reads_prm:
-            with contextlib.suppress(SearchStopped):
-                trace = (await score(self.ctx, [trace]))[0]
-        return [trace] if trace.finished else []
+    def path_cost(self) -> float:
+        """Budget tokens one whole path takes: one child of the root with its graded rollout, or with
+        "prm" evaluation a solution scored step by step."""
+        if self.knobs.evaluation == "prm":
+            return stepwise_path_cost(self.ctx) * COST_MARGIN
+        return self.expansion_cost(self.root) / self.knobs.children
 
     def expansion_cost(self, leaf: Node) -> float:
         """Budget tokens that expanding `leaf` and evaluating its children will take, roughly: steps as
@@ -448,6 +450,8 @@ class TreeSearch:
             child.visits, child.total = 1, child.own_value
         answers = [c.trace for c in children if c.terminal] + [c.rollout for c in children if c.rollout]
         self.solved = self.solved or any(self.correct(answer) for answer in answers)
+        if self.hold is not None and any(answer.finished for answer in answers):
+            self.hold.release()  # an answer is in hand: the fallback's tokens may go to the search
 
     async def score_all(self, children: list[Node]) -> None:
         """PRM scores for every trace the grading reads, in one verifier call."""
@@ -501,7 +505,7 @@ class TreeSearch:
 
     def answer(self, answers: list[Trace]) -> Trace:
         if not answers:
-            return best_by_value([node.trace for node in self.root.walk()], self.ctx.aggregation)
+            return self.best_open_node().trace
         pool = [answer for answer in answers if self.correct(answer)] or answers
         if self.knobs.final == "visits":
             end = most_visited_end(self.root).trace.token_ids
@@ -510,6 +514,14 @@ class TreeSearch:
             if chosen is not None:
                 return chosen
         return best_by_value(pool, self.ctx.aggregation)
+
+    def best_open_node(self) -> Node:
+        """The most valuable unfinished node (the deeper on ties), where the search goes on from when it
+        ended without an answer; the root when there is none."""
+        open_nodes = [node for node in self.root.walk() if not node.trace.finished and node is not self.root]
+        return max(
+            open_nodes, key=lambda node: (node.own_value or 0.0, len(node.trace.steps)), default=self.root
+        )
 
 
 def most_visited_end(root: Node) -> Node:

@@ -16,6 +16,10 @@ Contract:
   the reason of a `SearchStopped` from the adapters. The answer is the best of all attempts of all
   chains by PRM value; every attempt is a candidate, including a last round the verifier could not
   afford to judge.
+- Never below greedy (`never_below_greedy`): a budget too small for one chain's first attempt and a
+  greedy completion gets the greedy solution; otherwise one greedy completion is held back until an
+  attempt finishes, and a search whose attempts were all cut short rolls the best one out at
+  temperature 0.
 
 What "revision" means here, honestly: the policy never reads its previous attempt. In-context revision
 (the previous attempt in the prompt, as in Snell et al. 2024's revision model) needs a policy trained on
@@ -32,7 +36,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from engines.budget import SearchStopped, StopReason
+from engines.budget import Hold, SearchStopped, StopReason
 from searchers.base import (
     COST_MARGIN,
     Knobs,
@@ -41,6 +45,7 @@ from searchers.base import (
     SearchResult,
     Trace,
     best_by_value,
+    never_below_greedy,
     result,
     score,
     value,
@@ -126,10 +131,15 @@ class Revision(SearcherDefaults):
         return True  # the PRM says where each attempt goes wrong, and picks the answer
 
     async def run(self, ctx: SearchContext, knobs: RevisionKnobs) -> SearchResult:
-        ctx.require_verifier()
+        path = Pace.measure(ctx, []).rewrite_cost(ctx, Trace())  # one chain's first attempt
+        return await never_below_greedy(
+            ctx, self.name, knobs, path, True, lambda hold: self.search(ctx, knobs, hold)
+        )
+
+    async def search(self, ctx: SearchContext, knobs: RevisionKnobs, hold: Hold) -> SearchResult:
         chains: list[Chain] = []
         try:
-            stop = await self.search(ctx, knobs, chains)
+            stop = await self.grow(ctx, knobs, chains, hold)
         except SearchStopped as stopped:
             stop = stopped.reason
         attempts = all_attempts(chains)
@@ -137,12 +147,16 @@ class Revision(SearcherDefaults):
             return result(ctx, self.name, Trace(), [], stop, knobs)
         return result(ctx, self.name, best_by_value(attempts, ctx.aggregation), attempts, stop, knobs)
 
-    async def search(self, ctx: SearchContext, knobs: RevisionKnobs, chains: list[Chain]) -> StopReason:
+    async def grow(
+        self, ctx: SearchContext, knobs: RevisionKnobs, chains: list[Chain], hold: Hold
+    ) -> StopReason:
         """Grows `chains` in place, so that a search stopped mid-round keeps every attempt written."""
         await first_round(ctx, knobs, chains)
         report(ctx, 0, chains, revised=len(chains))
         round_index = 1
         while True:
+            if any(attempt.finished for attempt in all_attempts(chains)):
+                hold.release()  # an answer is in hand: the fallback's tokens may go to revisions
             active = [chain for chain in chains if not chain.accepted(knobs, ctx.aggregation)]
             if not active or (knobs.rounds is not None and round_index > knobs.rounds):
                 return "done"

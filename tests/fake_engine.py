@@ -4,7 +4,8 @@ Contract: implements `PolicyEngine` with the embedded models' tokenizer and spec
 Countdown prompt it plays random legal moves, making an arithmetic slip with probability `slip`; the same
 prefix, sample index and seed always give the same step. Token limits cut continuations (finish "length") as
 vLLM does, EOS included. Usage is counted like the real adapter's, with a 32-token block prefix cache.
-Unparseable prompts end immediately with an empty continuation.
+A prefix cut inside a step is continued to the end of a legal step that begins so. Unparseable prompts,
+and prefixes holding an illegal step, end immediately with an empty continuation.
 """
 
 from __future__ import annotations
@@ -121,12 +122,20 @@ class FakeEngine:
         if problem is None:
             return "", "end"
         state = problem.numbers
-        for line in split_steps(body):
+        whole, _, cut = body.rpartition("\n")  # a prefix cut inside a step ends in part of a line
+        for line in split_steps(whole):
             check = check_step(state, line)
             if not check.legal:
                 return "", "end"
             state = check.state
         out = ""
+        if cut:  # finish the step it began, as a policy does, if a legal one begins so
+            step = next((s for s in moves(state) if s.text().startswith(cut)), None)
+            if step is None:
+                return "", "end"
+            out, state = step.text()[len(cut) :], step.remaining
+            if until_step:
+                return out, ("step" if len(state) > 1 else "end")
         while len(state) > 1:
             rng = random.Random(zlib.crc32(repr((self.seed, key, text + out)).encode()))
             step = self._move(state, rng)

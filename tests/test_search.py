@@ -151,10 +151,16 @@ STRATEGY_KNOBS: list[tuple[str, dict[str, Any]]] = [
     ("best_of_n", {"select": "vote", "adaptive": True, "round_size": 2}),
     ("best_of_n", {"select": "weighted_vote", "n": 12}),
     ("best_of_n", {"select": "outcome"}),
+    ("best_of_n", {"include_greedy": False}),
+    ("best_of_n", {"select": "vote", "n": 5, "include_greedy": False}),
     ("beam", {}),
     ("beam", {"beams": 8, "expansions": 2}),
     ("dvts", {}),
     ("dvts", {"beams": 16, "expansions": 4}),
+    ("beam", {"max_depth": 1}),
+    ("mcts", {}),
+    ("mcts", {"evaluation": "prm", "children": 2}),
+    ("revision", {}),
     ("auto", {}),
 ]
 
@@ -192,7 +198,8 @@ async def test_best_of_n_batches_samples_into_few_calls() -> None:
     engine, prm = FakeEngine(), FakePRM()
     found = await Controller(engine, prm).run(request(PROBLEMS[0], "best_of_n", 5000))
     assert len(found.candidates) > 20
-    assert engine.calls <= 4 and prm.calls == engine.calls  # a probe round, then the rest at once
+    # the greedy solution, a round measuring a sample's cost, then the rest at once (and what is left)
+    assert engine.calls <= 5 and prm.calls == engine.calls
 
 
 async def test_best_of_n_prm_picks_the_highest_value_and_vote_the_majority() -> None:
@@ -260,11 +267,12 @@ async def test_beam_keeps_the_best_beams_and_dvts_one_per_subtree() -> None:
 @pytest.mark.parametrize("expansions", [2, 4])
 def test_beam_width_spends_the_budget_in_multiples_of_m(budget: int, expansions: int) -> None:
     """N is the most beams whose planned search fits: N paths fit, N + M would not (or N + 1 below M)."""
-    from searchers.beam import COST_MARGIN, affordable_beams, path_cost
+    from searchers.base import COST_MARGIN, stepwise_path_cost
+    from searchers.beam import affordable_beams
 
     engine = FakeEngine()
     ctx = Controller(engine, FakePRM()).context(request(PROBLEMS[0], "beam", budget), budget)
-    n, cost = affordable_beams(ctx, expansions), path_cost(ctx) * COST_MARGIN
+    n, cost = affordable_beams(ctx, expansions), stepwise_path_cost(ctx) * COST_MARGIN
     step = expansions if n >= expansions else 1
     assert n == 1 or n * cost <= budget
     assert (n + step) * cost > budget
@@ -380,7 +388,9 @@ async def test_an_answer_the_prm_cannot_afford_to_score_is_still_returned(strate
 
 async def test_auto_keeps_the_probe_when_the_chosen_strategy_is_cut_short() -> None:
     """Budget for the probe and one more sample, not for scoring it: the scored probe stands."""
-    table = AutoTable([0.5], [1.0], {b: {"1.0": {"strategy": "best_of_n", "knobs": {"n": 1}}} for b in "01"})
+    # without its greedy candidate (the probe), Best-of-N draws one fresh sample, whatever it costs
+    knobs = {"n": 1, "include_greedy": False}
+    table = AutoTable([0.5], [1.0], {b: {"1.0": {"strategy": "best_of_n", "knobs": knobs}} for b in "01"})
     controller = Controller(FakeEngine(slip=0.5), FakePRM(), searchers=default_searchers(table))
     greedy = await controller.run(request(PROBLEMS[0], "greedy", 1000))
     tokens = greedy.usage.generated_tokens
