@@ -39,6 +39,7 @@ SWEEP_ENTRIES = [
     SweepEntry("beam", "beam", {}),
     SweepEntry("dvts", "dvts", {}),
     SweepEntry("mcts", "mcts", {}),
+    SweepEntry("particle_filter", "particle_filter", {}),
     SweepEntry("revision", "revision", {}),
 ]
 

@@ -98,6 +98,7 @@ STRATEGY_LABELS = (
     "beam",
     "dvts",
     "mcts",
+    "particle_filter",
     "revision",
 )
 

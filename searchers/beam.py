@@ -124,9 +124,15 @@ async def scored(ctx: SearchContext, branches: list[Branch]) -> list[Branch]:
     return [Branch(t, b.group) for t, b in zip(traces, branches, strict=True)]
 
 
+def affordable_paths(ctx: SearchContext) -> int:
+    """The most step-level paths whose whole search fits the budget, with a margin for longer steps (at
+    least 1, at most 256): beam's N before rounding, and the particle filter's particle count."""
+    return max(1, min(256, int(ctx.budget.remaining // (stepwise_path_cost(ctx) * COST_MARGIN))))
+
+
 def affordable_beams(ctx: SearchContext, expansions: int) -> int:
-    """The most beams N whose whole search fits the budget, with a margin for longer steps (at least 1,
-    at most 256), rounded down to a multiple of M once it exceeds M, so the N/M kept beams' expansions
-    are N again. Not rounded to a power of two: the rest of a budget between two powers would go unspent."""
-    n = max(1, min(256, int(ctx.budget.remaining // (stepwise_path_cost(ctx) * COST_MARGIN))))
+    """The most beams N whose whole search fits the budget (`affordable_paths`), rounded down to a
+    multiple of M once it exceeds M, so the N/M kept beams' expansions are N again. Not rounded to a
+    power of two: the rest of a budget between two powers would go unspent."""
+    n = affordable_paths(ctx)
     return n - n % expansions if n > expansions else n

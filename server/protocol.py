@@ -33,7 +33,7 @@ class SearchOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: str | None = Field(
-        default=None, description="greedy, best_of_n, beam, dvts, mcts, revision or auto"
+        default=None, description="greedy, best_of_n, beam, dvts, mcts, particle_filter, revision or auto"
     )
     budget: int | None = Field(
         default=None, ge=1, description="tokens the models may compute (generated + PRM-scored)"

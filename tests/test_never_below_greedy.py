@@ -40,6 +40,7 @@ EVERY_STRATEGY: list[tuple[str, dict[str, Any]]] = [
     ("mcts", {}),
     ("mcts", {"evaluation": "prm"}),
     ("revision", {}),
+    ("particle_filter", {}),
     ("auto", {}),
 ]
 
@@ -141,7 +142,7 @@ async def test_at_greedys_cost_every_strategy_answers_as_greedy_does(
         assert found.best in found.candidates
 
 
-@pytest.mark.parametrize("strategy", ["beam", "dvts", "mcts", "revision"])
+@pytest.mark.parametrize("strategy", ["beam", "dvts", "mcts", "revision", "particle_filter"])
 async def test_below_one_path_and_a_greedy_completion_a_search_is_greedy(strategy: str) -> None:
     """At 2x a 4-number problem affords neither a beam's scored path nor a graded rollout with a greedy
     completion held back: the answer is the greedy solution, in one temperature-0 call, with nothing

@@ -30,7 +30,7 @@ from ponder.defaults import DEFAULT_PRM
 from verifiers.hf_prm import TransformersPRM
 from verifiers.prm import Candidate
 
-STRATEGIES = ("greedy", "best_of_n", "beam", "dvts", "mcts", "revision", "auto")
+STRATEGIES = ("greedy", "best_of_n", "beam", "dvts", "mcts", "particle_filter", "revision", "auto")
 SERVE_LIMITS = ["--max-step-tokens", "48", "--max-solution-tokens", "160", "--kv-cache-gib", "0.25"]
 TERMINATION_GRACE_S = 120
 QUESTION = next(iter(math_problems(1)))[0]

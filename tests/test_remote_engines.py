@@ -37,7 +37,7 @@ from verifiers.vllm_prm import VLLMPRM
 pytestmark = pytest.mark.engine
 
 TASKS = load_eval_set(4, limit=4)
-STRATEGIES = ["greedy", "best_of_n", "beam", "dvts", "mcts", "revision", "auto"]
+STRATEGIES = ["greedy", "best_of_n", "beam", "dvts", "mcts", "particle_filter", "revision", "auto"]
 
 
 def free_port() -> int:

@@ -102,7 +102,12 @@ async def test_metered_verifier_charges_exactly_what_the_prm_reads() -> None:
 @pytest.mark.parametrize(
     ("strategy", "knobs", "budget", "message"),
     [
-        ("nope", {}, 100, "valid strategies: auto, beam, best_of_n, dvts, greedy, mcts, revision"),
+        (
+            "nope",
+            {},
+            100,
+            "valid strategies: auto, beam, best_of_n, dvts, greedy, mcts, particle_filter, revision",
+        ),
         ("best_of_n", {"beams": 3}, 100, "Valid knobs: n, select"),
         ("best_of_n", {"n": 0}, 100, "greater than or equal to 1"),
         ("best_of_n", {"select": "magic"}, 100, "select"),
@@ -161,6 +166,9 @@ STRATEGY_KNOBS: list[tuple[str, dict[str, Any]]] = [
     ("mcts", {}),
     ("mcts", {"evaluation": "prm", "children": 2}),
     ("revision", {}),
+    ("particle_filter", {}),
+    ("particle_filter", {"particles": 8, "ess_threshold": 1.0}),
+    ("particle_filter", {"temperature": 1.0, "max_depth": 2}),
     ("auto", {}),
 ]
 
@@ -356,7 +364,7 @@ async def test_auto_with_a_tiny_budget_is_greedy() -> None:
 # --- cancellation ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("strategy", ["best_of_n", "beam", "dvts", "auto"])
+@pytest.mark.parametrize("strategy", ["best_of_n", "beam", "dvts", "particle_filter", "auto"])
 async def test_a_cancelled_search_aborts_its_engine_requests(strategy: str) -> None:
     class Slow(FakeEngine):
         async def expand(self, *args: Any, **kwargs: Any) -> Any:
@@ -375,7 +383,7 @@ async def test_a_cancelled_search_aborts_its_engine_requests(strategy: str) -> N
     assert "gone" in engine.aborted and "gone" in prm.aborted
 
 
-@pytest.mark.parametrize("strategy", ["best_of_n", "revision"])
+@pytest.mark.parametrize("strategy", ["best_of_n", "revision", "beam", "dvts", "mcts", "particle_filter"])
 async def test_an_answer_the_prm_cannot_afford_to_score_is_still_returned(strategy: str) -> None:
     """A budget that pays for one solution but not for scoring it: the solution is the answer."""
     engine = FakeEngine(slip=0.0)
@@ -400,7 +408,7 @@ async def test_auto_keeps_the_probe_when_the_chosen_strategy_is_cut_short() -> N
     assert found.best.finished and found.text == greedy.text and found.best.scored
 
 
-@pytest.mark.parametrize("strategy", ["best_of_n", "beam", "mcts", "revision"])
+@pytest.mark.parametrize("strategy", ["best_of_n", "beam", "mcts", "particle_filter", "revision"])
 async def test_a_solution_too_long_for_the_prm_scores_zero_instead_of_failing(strategy: str) -> None:
     """A PRM with a short context (a user's PRM may read less than the policy writes) still serves: the
     solutions it cannot read score 0 at every step, and the search returns an answer."""

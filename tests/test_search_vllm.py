@@ -27,6 +27,8 @@ STRATEGIES: list[tuple[str, dict[str, Any]]] = [
     ("dvts", {}),
     ("mcts", {}),
     ("mcts", {"evaluation": "prm+rollout"}),
+    ("particle_filter", {}),
+    ("particle_filter", {"ess_threshold": 1.0}),
     ("revision", {}),
     ("auto", {"accept": 1.0}),
 ]
@@ -94,7 +96,7 @@ async def test_concurrent_searches_share_the_engines(
     assert idle(policy_engine, prm_engine)
 
 
-@pytest.mark.parametrize("strategy", ["best_of_n", "beam", "mcts", "revision"])
+@pytest.mark.parametrize("strategy", ["best_of_n", "beam", "mcts", "particle_filter", "revision"])
 async def test_a_cancelled_search_leaves_the_engines_idle(
     policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM, strategy: str
 ) -> None:

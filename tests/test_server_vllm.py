@@ -23,7 +23,7 @@ from verifiers.vllm_prm import VLLMPRM
 pytestmark = pytest.mark.engine
 
 PROMPT = "3 7 9 13 -> 24"
-STRATEGIES = ["greedy", "best_of_n", "beam", "dvts", "mcts", "revision", "auto"]
+STRATEGIES = ["greedy", "best_of_n", "beam", "dvts", "mcts", "particle_filter", "revision", "auto"]
 
 
 def free_port() -> int:
