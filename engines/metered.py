@@ -1,9 +1,10 @@
 """A policy engine bound to one request and its budget: the only place that charges policy usage.
 
 Contract: `MeteredPolicy(engine, budget, request_id)` offers `expand` and `rollout` like the engine,
-without the request id. Each call reserves its worst case on the budget first (the per-request
-`max_tokens` is lowered so it fits, see `Budget.clamp_generation`), runs under the budget's deadline,
-then charges what the engine reported. A call the budget cannot start raises `BudgetExhausted` /
+without the request id. Each call reserves its worst case on the budget first (every prompt token
+prefilled; the per-request `max_tokens` is lowered so it fits, see `Budget.clamp_generation`), runs
+under the budget's deadline, then charges what the engine reported (cached prompt tokens at their own
+weight). A call the budget cannot start raises `BudgetExhausted` /
 `DeadlineExceeded` before anything is submitted; a call that outlives the deadline is aborted in the
 engine and raises `DeadlineExceeded`.
 """
@@ -48,8 +49,8 @@ class MeteredPolicy:
         requests = len(prefixes) * n
         asked = sampling.limit(self.engine.spec, until_step)
         prompt_tokens = n * sum(len(p) for p in prefixes)
-        per_request = self.budget.clamp_generation(requests, asked, prompt_tokens)
-        reserved_prefill = prompt_tokens if self.budget.max_prefill_tokens is not None else 0
+        reservation = self.budget.clamp_generation(requests, asked, prompt_tokens)
+        per_request = reservation.max_tokens
         if until_step:
             clamped = replace(sampling, max_step_tokens=per_request)
         else:
@@ -65,5 +66,5 @@ class MeteredPolicy:
         finally:
             # An aborted call's tokens are not reported by vLLM, so only finished calls are charged.
             usage = generation.usage if generation is not None else Usage()
-            self.budget.settle(per_request * requests, reserved_prefill, 0, usage)
+            self.budget.settle(reservation, usage)
         return generation

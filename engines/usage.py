@@ -2,8 +2,9 @@
 
 Contract: `Usage` is an immutable sum of token counts; adding two gives the total. Prompt tokens are split
 into those the engine prefilled and those it served from its prefix cache; the PRM's read tokens are
-split the same way. A cached token still counts as read: the budget charges what was read, so it
-means the same with or without a prefix cache (a remote PRM has none).
+split the same way (a cached token still counts as read, in `scored_tokens`). These are raw counts;
+what they cost in compute units is `engines.cost.CostWeights.units`, which prices a cache hit at its
+own (small) weight.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Contract: one `AsyncLLM` per model, started once per process; every prefix of a call becomes one vLLM
 request with `n` samples, all submitted at once so vLLM batches them with every other search's requests.
 Steps stop on the step delimiter's token id (from the policy's `PolicySpec`); usage comes from vLLM's own
-counts (prompt length, `num_cached_tokens`, sampled token ids).
+counts (prompt length, `num_cached_tokens`, sampled token ids), and `served` sums it over every call the
+engine finished (below the metering: what a test checks budgets against).
 """
 
 from __future__ import annotations
@@ -207,6 +208,7 @@ class VLLMPolicyEngine(PolicyText):
         self.engine = engine
         self.max_model_len: int = engine.model_config.max_model_len
         self.inflight = InflightRequests("policy")
+        self.served = Usage()  # every finished call's tokens, as vLLM reported them
 
     @classmethod
     def start(cls, config: VLLMConfig, spec: PolicySpec) -> VLLMPolicyEngine:
@@ -273,6 +275,7 @@ class VLLMPolicyEngine(PolicyText):
                 generated_tokens=len(sample.token_ids),
                 policy_calls=1,
             )
+        self.served += usage
         return Generation(continuations, usage)
 
     def _params(self, sampling: Sampling, index: int, until_step: bool) -> Any:

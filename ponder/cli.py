@@ -265,7 +265,48 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0 if report["failed"] == 0 and report["best_of_n"]["failed"] == 0 else 1
 
 
+def bench_settings(args: argparse.Namespace) -> Any:
+    """The engines `ponder bench` measures: --models, or a pair named by --policy and --prm."""
+    from server.settings import EngineSettings
+
+    named = {"policy": args.policy, "prm": args.prm, "prm_format": args.prm_format}
+    return EngineSettings(models=args.models, **{k: v for k, v in named.items() if v is not None})
+
+
+def bench_calibrate(args: argparse.Namespace) -> int:
+    """Measure the compute unit's weights on the engines and write them where `ponder serve` reads them."""
+    import platform
+
+    from engines.cpu_binding import on_cpu_backend
+    from evaluation.calibration import calibrate
+    from server.engines import Engines
+
+    settings = bench_settings(args)
+    out = args.weights_out or settings.cost_weights_file  # MODELS/cost_weights.json for --models
+    if out is None:
+        print(
+            "ponder bench --calibrate: a pair named by --policy/--prm has no models directory to write to; "
+            "give --weights-out PATH (and serve with --cost-weights PATH)",
+            file=sys.stderr,
+        )
+        return 2
+    backend = "the vLLM CPU backend" if on_cpu_backend() else "GPU"
+    described = f"{settings.policy_dir} + {settings.prm_dir} ({backend}, host {platform.node()})"
+    engines = Engines.start(settings)  # on the cores or GPU shares they get when serving
+    try:
+        weights = asyncio.run(
+            calibrate(engines, Path(out), described, sequences=args.prompts * args.n, repeats=args.repeats)
+        )
+    finally:
+        engines.shutdown()
+    print(json.dumps(weights.as_dict(), indent=2))
+    print(f"written to {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.calibrate:
+        return bench_calibrate(args)
     if args.remote:
         from evaluation.remote import remote_overhead
 
@@ -275,7 +316,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from evaluation.engine_curve import engine_curve, plot_engine_curve
     from evaluation.foundation import engine_throughput, prm_throughput
     from server.engines import Engines
-    from server.settings import EngineSettings
 
     async def both(engines: Engines) -> dict[str, object]:
         policy = await engine_throughput(engines.policy, args.prompts, args.n, args.repeats)
@@ -285,7 +325,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return report
 
     # the engines on the cores they get when serving (one each on 2 cores)
-    engines = Engines.start(EngineSettings(models=args.models))
+    engines = Engines.start(bench_settings(args))
     try:
         report = asyncio.run(both(engines))
     finally:
@@ -494,9 +534,24 @@ def add_bench(sub: Subparsers) -> None:
         help="raw policy-engine throughput (the search layer's reference) and the PRM's scored tokens/s",
     )
     add_models(bench)
+    bench.add_argument("--policy", help="a policy of your own instead of --models (with --prm)")
+    bench.add_argument("--prm", help="its PRM (with --policy)")
+    bench.add_argument("--prm-format", help="how the PRM reads solutions (default: its spec)")
     bench.add_argument("--prompts", type=int, default=16)
     bench.add_argument("--n", type=int, default=16)
     bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="measure the compute unit's weights (tokens/s of decoding, prefill, prefix-cache hits, PRM "
+        "scoring and PRM cache hits, prompts x n sequences at once) and write them to "
+        "MODELS/cost_weights.json, where `ponder serve` reads them",
+    )
+    bench.add_argument(
+        "--weights-out",
+        type=Path,
+        help="with --calibrate: write the weights here instead (serve them with --cost-weights PATH)",
+    )
     bench.add_argument("--out", type=Path, help="also write the JSON here, and the by-width plot beside it")
     bench.add_argument(
         "--no-curve",

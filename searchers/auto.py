@@ -92,7 +92,10 @@ class Auto(SearcherDefaults):
 
     async def run(self, ctx: SearchContext, knobs: AutoKnobs) -> SearchResult:
         greedy = self.searchers["greedy"]
-        probe_cost = 2 * ctx.hints.solution_tokens + len(ctx.prompt_ids)
+        tokens, prompt = ctx.hints.solution_tokens, len(ctx.prompt_ids)
+        probe_cost = ctx.generation_units(tokens, prompt) + ctx.scoring_units(
+            prompt + tokens + ctx.hints.steps
+        )
         if not ctx.budget.can_afford(probe_cost):
             return await greedy.run(ctx, greedy.Knobs())
         first = await greedy.run(ctx, greedy.Knobs())
@@ -105,7 +108,8 @@ class Auto(SearcherDefaults):
         probe_value = value(probe, ctx.aggregation)
         if probe_value >= knobs.accept:
             return result(ctx, self.name, probe, [probe], "done", knobs)
-        multiple = ctx.budget.tokens / max(ctx.budget.spent.generated_tokens, 1)
+        # the table's budgets are multiples of greedy's cost in compute units (`ponder eval search`)
+        multiple = ctx.budget.limit / max(ctx.budget.weights.units(first.usage), 1.0)
         strategy, chosen_knobs = self.table.choose(probe_value, multiple) if self.table else FALLBACK
         ctx.report("auto", probe_value=round(probe_value, 3), strategy=strategy, knobs=chosen_knobs)
         if strategy == "greedy":

@@ -3,7 +3,9 @@
 Contract:
 - A searcher is an object with a `name`, a pydantic `Knobs` model (its explicit settings; unknown ones
   are refused), `needs_prm(knobs)`, `needs_checker(knobs)` (`SearcherDefaults` says no) and
-  `async run(ctx, knobs) -> SearchResult`. It reads `ctx.budget` to size its rounds,
+  `async run(ctx, knobs) -> SearchResult`. It reads `ctx.budget` to size its rounds, pricing them in
+  compute units through `ctx.generation_units` / `ctx.scoring_units` (the budget's weights, priced as
+  the adapters reserve a call: nothing cached; never a token counted as one unit by hand),
   calls only `ctx.policy` / `ctx.verifier` (the metered adapters, which charge the budget), and when
   one of them raises `SearchStopped` it returns its best answer so far with that stop reason.
 - A `Trace` is a (partial) solution after the prompt, as the token ids of each step; the next prefix is
@@ -21,7 +23,6 @@ Contract:
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
@@ -131,14 +132,31 @@ class SearchContext:
             return sum(len(self.prompt_ids) + len(t.token_ids) + len(t.steps) for t in traces)
         return self.verifier.cost([self.candidate(t) for t in traces])
 
+    # --- planning in compute units: the one place searchers price their calls ------------------------
+    def generation_units(self, generated: float, prompt: float) -> float:
+        """Units of sampling `generated` tokens after sending `prompt` prompt tokens, priced as the
+        adapter reserves the call (no prompt token cached)."""
+        return self.budget.weights.for_generation(generated, prompt)
+
+    def scoring_units(self, tokens: float) -> float:
+        """Units of the PRM reading `tokens` tokens, priced as the adapter reserves the call (none
+        cached)."""
+        return self.budget.weights.for_scoring(tokens)
+
+    def score_units(self, traces: Sequence[Trace]) -> float:
+        """Units of scoring these traces in one call (`score_cost`'s tokens, priced)."""
+        return self.scoring_units(self.score_cost(traces))
+
 
 def stepwise_path_cost(ctx: SearchContext) -> float:
-    """Budget tokens one solution grown step by step takes (planned from `ctx.hints`): each step
-    generated, then the PRM reading the whole prefix."""
+    """Compute units one solution grown step by step takes (planned from `ctx.hints`): each step
+    generated after the prefix before it, then the PRM reading the whole prefix (prompt, steps and tags)."""
     step, steps, prompt = ctx.hints.step_tokens, ctx.hints.steps, len(ctx.prompt_ids)
-    generated = steps * step
-    scored = sum(prompt + depth * (step + 1) for depth in range(1, steps + 1))
-    return generated + scored
+    return sum(
+        ctx.generation_units(step, prompt + (depth - 1) * step)
+        + ctx.scoring_units(prompt + depth * (step + 1))
+        for depth in range(1, steps + 1)
+    )
 
 
 @dataclass
@@ -239,9 +257,10 @@ def answer_score(ctx: SearchContext, answer: Trace) -> float | None:
 # --- never below greedy ---------------------------------------------------------------------------
 
 
-def greedy_cost(ctx: SearchContext) -> int:
-    """Budget tokens planned for one greedy completion (the hinted solution, with the margin)."""
-    return math.ceil(ctx.hints.solution_tokens * COST_MARGIN)
+def greedy_cost(ctx: SearchContext) -> float:
+    """Compute units planned for one greedy completion: the hinted solution after the prompt, with the
+    margin (a completion of a partial solution sends a longer prefix but generates less)."""
+    return ctx.generation_units(ctx.hints.solution_tokens, len(ctx.prompt_ids)) * COST_MARGIN
 
 
 async def greedy_completion(ctx: SearchContext, trace: Trace) -> Trace:
@@ -275,7 +294,7 @@ async def never_below_greedy(
     """Run `search` (a strategy that grows partial solutions) so that it returns a complete answer
     whenever greedy would.
 
-    - `path_cost`: the budget tokens one whole path of the search is planned to take (margin included).
+    - `path_cost`: the compute units one whole path of the search is planned to take (margin included).
       When the budget cannot pay for that and one greedy completion, the answer is the greedy solution.
     - Otherwise `search` runs with one greedy completion held back on the budget (`greedy_cost`); it
       gets the `Hold` and may release it once it has a finished solution.

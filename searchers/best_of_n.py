@@ -111,9 +111,11 @@ class BestOfN:
 
 
 def sample_cost(ctx: SearchContext, solution_tokens: float, scored: bool) -> float:
-    """Budget tokens one sample takes: its generation, plus the PRM reading prompt and solution."""
-    scoring = len(ctx.prompt_ids) + solution_tokens * 1.1 if scored else 0.0
-    return max(solution_tokens + scoring, 1.0)
+    """Compute units one sample takes: its generation after the prompt, plus the PRM reading prompt and
+    solution (with a tenth more for the step tags)."""
+    prompt = len(ctx.prompt_ids)
+    scoring = ctx.scoring_units(prompt + solution_tokens * 1.1) if scored else 0.0
+    return max(ctx.generation_units(solution_tokens, prompt) + scoring, 1.0)
 
 
 def mean_generated(traces: Sequence[Trace]) -> float:

@@ -1,9 +1,11 @@
 """The test-time compute controller: one search request in, one `SearchResult` out.
 
 Contract:
-- `Controller(policy, verifier, limits)` gets the engines injected (no global state) and serves any
-  number of concurrent requests; each `run` creates the request's `Budget`, binds the engines to it
-  (`MeteredPolicy`, `MeteredVerifier`), validates the strategy and knobs, and runs the searcher.
+- `Controller(policy, verifier, limits, searchers, weights)` gets the engines and the cost weights of
+  the compute unit injected (no global state; `engines.cost`: the served models' measured weights, or
+  the defaults) and serves any number of concurrent requests; each `run` creates the request's `Budget`
+  in those units, binds the engines to it (`MeteredPolicy`, `MeteredVerifier`), validates the strategy
+  and knobs, and runs the searcher.
 - `validate` raises `InvalidSearch` (a `ValueError`, with the offending `param`) for an unknown
   strategy (listing the valid ones), an unknown or ill-typed knob (listing the strategy's knobs), a
   budget outside the server's limits, or a PRM strategy on a server without a PRM.
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engines.base import PolicyEngine, Sampling
 from engines.budget import Budget
+from engines.cost import CostWeights
 from engines.metered import MeteredPolicy
 from searchers.base import SearchContext, Searcher, SearchResult
 from searchers.task_tools import task_tools
@@ -45,8 +48,12 @@ class Limits(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     default_strategy: str = Field("auto", description="the strategy of a request that names none")
-    default_budget: int = Field(1024, gt=0, description="the budget (tokens) of a request that names none")
-    max_budget: int = Field(65_536, gt=0, description="the largest budget a request may ask for")
+    default_budget: int = Field(
+        1024, gt=0, description="the budget (compute units) of a request that names none"
+    )
+    max_budget: int = Field(
+        65_536, gt=0, description="the largest budget (compute units) a request may ask for"
+    )
     max_timeout_s: float = Field(600.0, gt=0, description="the longest a search may run, in seconds")
     max_verifier_calls: int | None = Field(
         None, gt=0, description="PRM-scored candidates a search may ask for (default: no cap)"
@@ -64,7 +71,7 @@ class SearchRequest:
     prompt_text: str  # what task-family detection reads (the prompt, or the last user message)
     request_id: str
     strategy: str | None = None
-    budget: int | None = None
+    budget: int | None = None  # compute units (engines.cost); None: the server's default
     knobs: dict[str, Any] = field(default_factory=dict)
     aggregation: Aggregation = "last"
     sampling: Sampling = field(default_factory=Sampling)
@@ -81,6 +88,7 @@ class Controller:
         verifier: StepVerifier | None,
         limits: Limits | None = None,
         searchers: dict[str, Searcher] | None = None,
+        weights: CostWeights | None = None,
     ) -> None:
         from searchers.registry import default_searchers
 
@@ -88,6 +96,7 @@ class Controller:
         self.verifier = verifier
         self.limits = limits or Limits()
         self.searchers = searchers if searchers is not None else default_searchers()
+        self.weights = weights or CostWeights()
 
     def validate(self, request: SearchRequest) -> tuple[Searcher, BaseModel, int]:
         name = request.strategy or self.limits.default_strategy
@@ -106,7 +115,8 @@ class Controller:
         budget = self.limits.default_budget if request.budget is None else request.budget
         if not 1 <= budget <= self.limits.max_budget:
             raise InvalidSearch(
-                f"budget must be between 1 and {self.limits.max_budget} tokens, got {budget}", "search.budget"
+                f"budget must be between 1 and {self.limits.max_budget} compute units, got {budget}",
+                "search.budget",
             )
         if request.aggregation not in AGGREGATIONS:
             raise InvalidSearch(
@@ -127,11 +137,15 @@ class Controller:
             )
         return searcher, knobs, budget
 
-    def context(self, request: SearchRequest, budget_tokens: int) -> SearchContext:
+    def context(self, request: SearchRequest, budget_units: int) -> SearchContext:
         timeout = request.timeout_s if request.timeout_s is not None else self.limits.max_timeout_s
         caps = request.max_verifier_calls or self.limits.max_verifier_calls
         budget = Budget.with_timeout(
-            budget_tokens, timeout, max_verifier_calls=caps, max_prefill_tokens=request.max_prefill_tokens
+            budget_units,
+            timeout,
+            max_verifier_calls=caps,
+            max_prefill_tokens=request.max_prefill_tokens,
+            weights=self.weights,
         )
         tools = task_tools(request.prompt_text)
         return SearchContext(
@@ -151,19 +165,19 @@ class Controller:
         )
 
     async def run(self, request: SearchRequest) -> SearchResult:
-        searcher, knobs, budget_tokens = self.validate(request)
-        ctx = self.context(request, budget_tokens)
+        searcher, knobs, budget_units = self.validate(request)
+        ctx = self.context(request, budget_units)
         try:
             result = await searcher.run(ctx, knobs)
         finally:
             await self.abort(request.request_id)
         log.info(
-            "request %s: %s stopped (%s) after %d/%d budget tokens",
+            "request %s: %s stopped (%s) after %.1f/%d compute units",
             request.request_id,
             searcher.name,
             result.stop_reason,
             ctx.budget.used,
-            budget_tokens,
+            budget_units,
         )
         return result
 

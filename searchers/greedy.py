@@ -35,5 +35,7 @@ class Greedy(SearcherDefaults):
             trace = await greedy_solution(ctx)
         except SearchStopped as stopped:
             return result(ctx, self.name, Trace(), [], stopped.reason, knobs)
-        stop: StopReason = "budget" if trace.truncated and ctx.budget.remaining <= 0 else "done"
+        # cut short of the token limit asked for: the budget lowered it
+        asked = ctx.sampling.limit(ctx.policy.spec, until_step=False)
+        stop: StopReason = "budget" if trace.truncated and len(trace.token_ids) < asked else "done"
         return result(ctx, self.name, trace, [trace], stop, knobs)

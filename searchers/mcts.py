@@ -353,7 +353,7 @@ class TreeSearch:
             iteration=iteration,
             expanded=len(expanding),
             new_nodes=len(children),
-            tokens_used=self.ctx.budget.used,
+            units_used=round(self.ctx.budget.used, 2),
             solved=self.solved,
         )
         return "done" if self.solved else None
@@ -362,8 +362,9 @@ class TreeSearch:
         """Every leaf has ended: the search is done, unless a leaf was cut by a token limit that only the
         budget imposed (it could not pay for a full step)."""
         full_step = self.ctx.sampling.limit(self.ctx.policy.spec, until_step=True) * self.knobs.children
+        full_step_units = self.ctx.generation_units(full_step, len(self.ctx.prompt_ids) * self.knobs.children)
         cut = any(node.trace.truncated for node in self.root.walk())
-        return "budget" if cut and self.ctx.budget.remaining < full_step else "done"
+        return "budget" if cut and self.ctx.budget.remaining < full_step_units else "done"
 
     def release(self) -> None:
         for path in self.pending:
@@ -403,16 +404,19 @@ class TreeSearch:
         return self.expansion_cost(self.root) / self.knobs.children
 
     def expansion_cost(self, leaf: Node) -> float:
-        """Budget tokens that expanding `leaf` and evaluating its children will take, roughly: steps as
+        """Compute units that expanding `leaf` and evaluating its children will take, roughly: steps as
         long as those sampled so far, solutions as many steps long as the task's hint says."""
         step = self.mean_step_tokens()
+        prefix = len(self.ctx.prompt_ids) + len(leaf.trace.token_ids)  # sent once per child
         read_child = self.ctx.score_cost([leaf.trace]) + step + 1  # the PRM reads prompt, steps, step tags
-        cost = step + (read_child if self.knobs.evaluation != "rollout" else 0.0)
+        generated = step
+        read = read_child if self.knobs.evaluation != "rollout" else 0.0
         if self.knobs.evaluation != "prm":
             rest_steps = max(self.ctx.hints.steps - len(leaf.trace.steps) - 1, 1)
-            cost += rest_steps * step
+            generated += rest_steps * step
             if self.checker is None:
-                cost += read_child + rest_steps * (step + 1)
+                read += read_child + rest_steps * (step + 1)
+        cost = self.ctx.generation_units(generated, prefix) + self.ctx.scoring_units(read)
         return cost * self.knobs.children * COST_MARGIN
 
     def mean_step_tokens(self) -> float:

@@ -115,12 +115,14 @@ class Pace:
         return cls(steps / len(written), sum(len(a.token_ids) for a in written) / steps)
 
     def rewrite_cost(self, ctx: SearchContext, kept: Trace) -> float:
-        """Budget tokens to roll out an attempt after `kept` and have the PRM read all of it
-        (the same count as `ctx.score_cost`: prompt, tokens and one tag per step)."""
+        """Compute units to roll out an attempt after `kept` (the prompt and the kept steps sent as its
+        prompt) and have the PRM read all of it (the same count as `ctx.score_cost`: prompt, tokens and
+        one tag per step)."""
         new_steps = max(self.steps - len(kept.steps), 1.0)
         new_tokens = new_steps * self.step_tokens
-        scoring = len(ctx.prompt_ids) + len(kept.token_ids) + new_tokens + len(kept.steps) + new_steps
-        return (new_tokens + scoring) * COST_MARGIN
+        prefix = len(ctx.prompt_ids) + len(kept.token_ids)
+        read = prefix + new_tokens + len(kept.steps) + new_steps
+        return (ctx.generation_units(new_tokens, prefix) + ctx.scoring_units(read)) * COST_MARGIN
 
 
 class Revision(SearcherDefaults):
@@ -250,5 +252,5 @@ def report(ctx: SearchContext, round_index: int, chains: Sequence[Chain], revise
         revised=revised,
         attempts=len(attempts),
         best=value(best, ctx.aggregation),
-        used=ctx.budget.used,
+        used=round(ctx.budget.used, 2),
     )

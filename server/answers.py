@@ -2,10 +2,12 @@
 
 Contract: `shape_answer` cuts the search's text at the first stop sequence (which OpenAI leaves out),
 finishes it with "stop" (a stop sequence, or the policy ended the solution) or "length", grades it
-against `search.reference` when one is given, and reports what the search did (candidates and MCTS's
-tree only when asked for). `usage` sums a request's searches: `completion_tokens` counts every token
-the policy generated (all candidates), `reasoning_tokens` those not returned,
-`prompt_tokens_details.cached_tokens` the prefix-cache hits, `scored_tokens` the PRM's.
+against `search.reference` when one is given, and reports what the search did (its budget, the compute
+units it spent and the weights that priced them; candidates and MCTS's tree only when asked for).
+`usage` sums a request's searches: `completion_tokens` counts every token the policy generated (all
+candidates), `reasoning_tokens` those not returned, `prompt_tokens_details.cached_tokens` the
+prefix-cache hits, `scored_tokens` the PRM's (`cached_scored_tokens` its cache hits), and
+`compute_units` what they all cost at the weights.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engines.cost import CostWeights
 from engines.usage import Usage
 from searchers.base import SearchResult
 from searchers.task_tools import task_tools
@@ -37,13 +40,17 @@ class Answer:
     report: SearchReport
 
 
-def shape_answer(body: SamplingFields, prompt_text: str, result: SearchResult, budget: int) -> Answer:
+def shape_answer(
+    body: SamplingFields, prompt_text: str, result: SearchResult, budget: int, weights: CostWeights
+) -> Answer:
     options = body.search or SearchOptions()
     text, stopped = cut_at_stop(result.text, body.stop)
     report = SearchReport(
         strategy=result.strategy,
         stop_reason=result.stop_reason,
         budget=budget,
+        compute_units=units_of(weights, result.usage),
+        cost_weights=weights.as_dict(),
         candidates=len(result.candidates),
         score=result.score,
         knobs=result.knobs,
@@ -75,7 +82,13 @@ def grade_answer(prompt_text: str, completion: str, reference: str) -> bool:
         return False
 
 
-def usage(answers: Sequence[Answer]) -> UsageInfo:
+def units_of(weights: CostWeights, usage: Usage) -> float:
+    """What `usage` cost in compute units, as the API reports it (rounded: the counts behind it are
+    exact, their weights are not)."""
+    return round(weights.units(usage), 3)
+
+
+def usage(answers: Sequence[Answer], weights: CostWeights) -> UsageInfo:
     total = sum((a.result.usage for a in answers), Usage())
     returned = sum(len(a.result.best.token_ids) + a.result.best.finished for a in answers)
     return UsageInfo(
@@ -88,6 +101,7 @@ def usage(answers: Sequence[Answer]) -> UsageInfo:
         ),
         scored_tokens=total.scored_tokens,
         cached_scored_tokens=total.cached_scored_tokens,
+        compute_units=units_of(weights, total),
     )
 
 

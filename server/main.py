@@ -1,7 +1,8 @@
 """`ponder serve`: start the engines, build the app, run it on uvicorn.
 
 Contract: `ServerSettings` (`server.settings`) holds every setting; `create_app(settings, policy, prm)`
-wires an app around engines that already run (tests inject the fake or the real ones); `serve(settings)`
+wires an app around engines that already run (tests inject the fake or the real ones), with `auto`'s
+table and the compute unit's weights read from beside the models (or the settings' files); `serve(settings)`
 starts the engines (`server.engines`) and blocks in uvicorn until stopped, finishing in-flight requests
 within `graceful_s` on shutdown. With `policy_url` / `prm_url` set, that engine is remote instead (vLLM
 servers, `engines.remote` / `verifiers.remote_prm`): Ponder is then a stateless controller, and
@@ -31,7 +32,7 @@ log = logging.getLogger("ponder.server")
 def create_app(settings: ServerSettings, policy: PolicyEngine, prm: StepVerifier | None) -> FastAPI:
     metrics = Metrics()
     searchers = default_searchers(AutoTable.if_measured(settings.auto_table))
-    controller = Controller(policy, prm, Limits.of(settings), searchers)
+    controller = Controller(policy, prm, Limits.of(settings), searchers, settings.weights())
     admission = Admission(settings.max_running, settings.max_queued, metrics)
 
     async def health() -> dict[str, bool]:

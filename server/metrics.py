@@ -2,7 +2,8 @@
 
 Contract: `Metrics()` owns its own `CollectorRegistry` (no global state; several servers can live in
 one process, as tests do) and `render()` gives the text exposition for `/metrics`. Names carry the
-`ponder_` prefix and their unit. `observe_search` records one finished search; `observe_grade` one
+`ponder_` prefix and their unit. `observe_search` records one finished search (its tokens by kind, the
+compute units they cost by strategy, the share of its budget it spent); `observe_grade` one
 graded outcome, labelled by strategy and budget bucket (the budget rounded up to a power of two), so
 `ponder_graded_total` divided by strategy and bucket is accuracy against compute.
 """
@@ -53,6 +54,12 @@ class Metrics:
         self.tokens = Counter(
             "ponder_tokens", "Tokens by kind: generated, prefilled, cached, scored", ["kind"], registry=r
         )
+        self.units = Counter(
+            "ponder_compute_units",
+            "Compute units spent (generated-token equivalents, engines.cost) by strategy",
+            ["strategy"],
+            registry=r,
+        )
         self.utilisation = Histogram(
             "ponder_budget_utilisation_ratio",
             "Share of the budget a search spent",
@@ -72,7 +79,7 @@ class Metrics:
         self.engine_up = Gauge("ponder_engine_up", "1 while the engine is healthy", ["engine"], registry=r)
 
     def observe_search(
-        self, strategy: str, usage: Usage, budget: int, stop_reason: str, seconds: float
+        self, strategy: str, usage: Usage, units: float, budget: int, stop_reason: str, seconds: float
     ) -> None:
         self.latency.labels(strategy).observe(seconds)
         self.tokens.labels("generated").inc(usage.generated_tokens)
@@ -80,7 +87,8 @@ class Metrics:
         self.tokens.labels("cached").inc(usage.cached_prompt_tokens)
         self.tokens.labels("scored").inc(usage.scored_tokens)
         self.tokens.labels("scored_cached").inc(usage.cached_scored_tokens)  # of "scored"
-        self.utilisation.labels(strategy).observe((usage.generated_tokens + usage.scored_tokens) / budget)
+        self.units.labels(strategy).inc(units)
+        self.utilisation.labels(strategy).observe(units / budget)
         self.stops.labels(strategy, stop_reason).inc()
 
     def observe_grade(self, strategy: str, budget: int, correct: bool) -> None:

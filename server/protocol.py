@@ -3,9 +3,11 @@
 Contract: pydantic models validate every request body (wrong types, out-of-range values and unknown
 `search` fields are refused; unknown OpenAI fields are ignored, as OpenAI's own server does). The
 `search` object is what clients send through `extra_body`; the response carries a `search` object
-with what the search did. Usage counts every token the search spent. A stream is made of the chunk
-models below (serialised with `model_dump_json`): the chat chunk with its delta, the completion
-chunk, Ponder's progress chunk (no choices, a `ponder` event) and the usage chunk.
+with what the search did (its budget and the compute units it spent, and the weights that price
+them). Usage counts every token the search spent, by kind, and what they cost in compute units. A
+stream is made of the chunk models below (serialised with `model_dump_json`): the chat chunk with its
+delta, the completion chunk, Ponder's progress chunk (no choices, a `ponder` event) and the usage
+chunk.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ class SearchOptions(BaseModel):
         default=None, description="greedy, best_of_n, beam, dvts, mcts, particle_filter, revision or auto"
     )
     budget: int | None = Field(
-        default=None, ge=1, description="tokens the models may compute (generated + PRM-scored)"
+        default=None,
+        ge=1,
+        description="compute units the search may spend: generated-token equivalents, each kind of token "
+        "(generated, prefilled, prefix-cache hit, PRM-scored, PRM cache hit) at its weight",
     )
     knobs: dict[str, Any] = Field(default_factory=dict, description="the strategy's explicit settings")
     aggregation: Aggregation = "last"
@@ -161,12 +166,15 @@ class UsageInfo(BaseModel):
     completion_tokens_details: CompletionTokensDetails = Field(default_factory=CompletionTokensDetails)
     scored_tokens: int = 0  # Ponder: tokens the PRM read
     cached_scored_tokens: int = 0  # Ponder: of which it served from its prefix cache
+    compute_units: float = 0.0  # Ponder: what all of the above cost, in generated-token equivalents
 
 
 class SearchReport(BaseModel):
     strategy: str
     stop_reason: str
-    budget: int
+    budget: int  # compute units
+    compute_units: float  # what this search spent of it
+    cost_weights: dict[str, Any]  # each kind of token's weight in units, and where they were measured
     candidates: int
     score: float | None = None
     knobs: dict[str, Any] = Field(default_factory=dict)

@@ -153,8 +153,12 @@ class SearchServing(ABC, Generic[Body]):
         started = time.perf_counter()
         result = await self.search(replace(search, progress=progress))
         seconds = time.perf_counter() - started
-        self.metrics.observe_search(result.strategy, result.usage, plan.budget, result.stop_reason, seconds)
-        answer = shape_answer(plan.body, search.prompt_text, result, plan.budget)
+        weights = self.controller.weights
+        units = weights.units(result.usage)
+        self.metrics.observe_search(
+            result.strategy, result.usage, units, plan.budget, result.stop_reason, seconds
+        )
+        answer = shape_answer(plan.body, search.prompt_text, result, plan.budget, weights)
         if answer.report.correct is not None:
             self.metrics.observe_grade(result.strategy, plan.budget, answer.report.correct)
         return answer
@@ -220,7 +224,7 @@ class SearchServing(ABC, Generic[Body]):
             for chunk in self.answer_chunks(head, index, answer):
                 yield sse.event(chunk)
         if plan.body.stream_options is not None and plan.body.stream_options.include_usage:
-            yield sse.event(UsageChunk(**head.model_dump(), usage=usage(answers)))
+            yield sse.event(UsageChunk(**head.model_dump(), usage=usage(answers, self.controller.weights)))
         yield sse.DONE
 
 

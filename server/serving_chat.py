@@ -45,7 +45,10 @@ class ServingChat(SearchServing[ChatCompletionRequest]):
             for i, a in enumerate(answers)
         ]
         return ChatCompletionResponse(
-            model=body.model, choices=choices, usage=usage(answers), search=reports(answers)
+            model=body.model,
+            choices=choices,
+            usage=usage(answers, self.controller.weights),
+            search=reports(answers),
         )
 
     def first_chunks(self, head: StreamChunk, choices: int) -> list[BaseModel]:

@@ -39,7 +39,10 @@ class ServingCompletion(SearchServing[CompletionRequest]):
             for i, a in enumerate(answers)
         ]
         return CompletionResponse(
-            model=body.model, choices=choices, usage=usage(answers), search=reports(answers)
+            model=body.model,
+            choices=choices,
+            usage=usage(answers, self.controller.weights),
+            search=reports(answers),
         )
 
     def first_chunks(self, head: StreamChunk, choices: int) -> list[BaseModel]:

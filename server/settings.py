@@ -2,7 +2,8 @@
 
 Contract:
 - `ModelSettings` says which models to serve, with the command line's overrides of their specs
-  (`engines.spec`); `EngineSettings` adds how their engines run (in-process vLLM, or remote replicas).
+  (`engines.spec`); `EngineSettings` adds how their engines run (in-process vLLM, or remote replicas)
+  and what their tokens cost (`cost_weights`: the compute unit's weights, `engines.cost`).
 - `ServerSettings` adds the HTTP side (address, model name, API key, admission) to those and to the
   controller's `Limits`, whose fields and defaults it inherits rather than repeats.
 - Each field's description is its `--help` text; `ponder serve` derives its flags from these models
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engines.cost import WEIGHTS_FILE, CostWeights
 from engines.spec import PRM_FORMATS, PolicySpec, PRMSpec, read_policy_spec, read_prm_spec
 from engines.vllm_engine import VLLMConfig
 from searchers.controller import Limits
@@ -144,6 +146,26 @@ class EngineSettings(ModelSettings):
         description="the share of GPU memory the PRM engine takes (default: 0.35 "
         "when both engines share a GPU)",
     )
+    cost_weights: Path | None = Field(
+        None,
+        description="the compute unit's weights, as `ponder bench --calibrate` writes them (default: "
+        f"MODELS/{WEIGHTS_FILE} where one was measured, else the uncalibrated defaults)",
+    )
+
+    @property
+    def cost_weights_file(self) -> Path | None:
+        """Where the weights are read from: `cost_weights`, else beside the models of --models (a pair
+        named by --policy/--prm has none unless named)."""
+        if self.cost_weights is not None:
+            return self.cost_weights
+        return None if self.models is None or self.policy is not None else self.models / WEIGHTS_FILE
+
+    def weights(self) -> CostWeights:
+        """The compute unit's weights: measured (a file named by `cost_weights` must exist), or the
+        defaults."""
+        if self.cost_weights is not None:
+            return CostWeights.load(self.cost_weights)
+        return CostWeights.if_measured(self.cost_weights_file)
 
     def vllm_config(self, role: Literal["policy", "prm"], cores: str | None) -> VLLMConfig:
         """The in-process engine of `role` as these settings describe it."""

@@ -3,7 +3,8 @@
 Contract: implements `PolicyEngine` with the embedded models' tokenizer and spec (step delimiter "\n"). On a
 Countdown prompt it plays random legal moves, making an arithmetic slip with probability `slip`; the same
 prefix, sample index and seed always give the same step. Token limits cut continuations (finish "length") as
-vLLM does, EOS included. Usage is counted like the real adapter's, with a 32-token block prefix cache.
+vLLM does, EOS included. Usage is counted like the real adapter's, with a 32-token block prefix cache,
+and summed over every call in `served`.
 A prefix cut inside a step is continued to the end of a legal step that begins so. Unparseable prompts,
 and prefixes holding an illegal step, end immediately with an empty continuation.
 """
@@ -41,6 +42,9 @@ class FakeEngine:
         self.cached_blocks: set[tuple[int, ...]] = set()
         self.aborted: set[str] = set()
         self.calls = 0
+        # every token this engine was asked for, counted here as it works: the metered layer never sees
+        # it, so a test can check the budget against it (a search that bypassed the adapters shows up)
+        self.served = Usage()
         self.is_healthy = True  # tests set it False to play a dead engine
 
     async def probe(self) -> dict[str, bool]:
@@ -102,6 +106,7 @@ class FakeEngine:
                     policy_calls=1,
                 )
             rows.append(row)
+        self.served += usage
         return Generation(rows, usage)
 
     def _cache(self, prefix: Sequence[int]) -> int:

@@ -5,6 +5,7 @@ temperature 0."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from fake_engine import FakeEngine
 from fake_prm import FakePRM
 
 from engines.base import Generation, Sampling
-from engines.budget import Budget, BudgetExhausted
+from engines.budget import Budget, BudgetExhausted, Reservation
+from engines.cost import CostWeights
 from engines.usage import Usage
 from searchers.auto import AutoTable
 from searchers.base import greedy_cost
@@ -114,10 +116,15 @@ def search_request(
 
 
 async def one_x(engine: FakeEngine, text: str) -> int:
-    """1x: what greedy decoding generates on this problem."""
+    """1x: what greedy decoding costs on this problem, in compute units (its prompt prefilled, its
+    solution generated), rounded up."""
     greedy = await Controller(engine, FakePRM()).run(search_request(text, "greedy", 1000))
     assert greedy.best.finished
-    return greedy.usage.generated_tokens
+    return math.ceil(units(greedy.usage))
+
+
+def units(usage: Usage) -> float:
+    return CostWeights().units(usage)
 
 
 def correct(text: str, answer: str) -> bool:
@@ -138,7 +145,7 @@ async def test_at_greedys_cost_every_strategy_answers_as_greedy_does(
         engine = GreedyIsRight()
         found = await Controller(engine, FakePRM()).run(search_request(text, strategy, budget, knobs))
         assert found.best.finished and correct(text, found.text), (text, found)
-        assert found.usage.generated_tokens + found.usage.scored_tokens <= budget
+        assert units(found.usage) <= budget
         assert found.best in found.candidates
 
 
@@ -155,7 +162,7 @@ async def test_below_one_path_and_a_greedy_completion_a_search_is_greedy(strateg
         ("rollout", 1, 0.0)
     ]
     assert found.best.finished and correct(text, found.text) and found.stop_reason == "budget"
-    assert found.usage.generated_tokens + found.usage.scored_tokens <= budget
+    assert units(found.usage) <= budget
 
 
 @pytest.mark.parametrize(("strategy", "knobs"), EVERY_STRATEGY)
@@ -169,7 +176,7 @@ async def test_every_strategy_returns_a_finished_answer_from_1x_up(
             controller = Controller(FakeEngine(slip=0.3, seed=index), FakePRM(seed=index))
             found = await controller.run(search_request(text, strategy, budget, knobs))
             assert found.best.finished, (text, multiple, found)
-            assert found.usage.generated_tokens + found.usage.scored_tokens <= budget
+            assert units(found.usage) <= budget
 
 
 # --- Best-of-N's greedy candidate ---------------------------------------------------------------------
@@ -239,7 +246,7 @@ async def test_an_unfinished_beam_search_rolls_its_best_partial_beam_out_greedil
     assert last.prefixes == [(*prompt, *partial.token_ids)]
     assert found.best is found.candidates[-1] and found.best.finished
     assert found.best.steps[: len(partial.steps)] == partial.steps
-    assert found.usage.generated_tokens + found.usage.scored_tokens <= budget
+    assert units(found.usage) <= budget
 
 
 async def test_a_deadline_stop_returns_at_once() -> None:
@@ -279,8 +286,9 @@ def test_a_hold_lowers_what_is_left_until_released() -> None:
     budget = Budget(100)
     with budget.hold(30) as hold:
         assert budget.remaining == 70 and not budget.can_afford(71)
-        assert budget.clamp_generation(2, 48, 0) == 35  # the adapters cannot spend the held tokens
-        budget.settle(70, 0, 0, Usage(generated_tokens=60))
+        reservation = budget.clamp_generation(2, 48, 0)
+        assert reservation.max_tokens == 35  # the adapters cannot spend the held units
+        budget.settle(reservation, Usage(generated_tokens=60))
         assert budget.remaining == 10
         hold.release()
         assert budget.remaining == 40
@@ -291,7 +299,7 @@ def test_a_hold_lowers_what_is_left_until_released() -> None:
 
 def test_a_hold_takes_at_most_what_is_left() -> None:
     budget = Budget(50)
-    budget.settle(0, 0, 0, Usage(generated_tokens=45))
+    budget.settle(Reservation(), Usage(generated_tokens=45))
     with budget.hold(30):
         assert budget.remaining == 0
         with pytest.raises(BudgetExhausted):

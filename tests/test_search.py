@@ -12,6 +12,7 @@ from fake_prm import FakePRM
 
 from engines.base import Sampling
 from engines.budget import Budget, BudgetExhausted, DeadlineExceeded
+from engines.cost import CostWeights
 from engines.metered import MeteredPolicy
 from engines.usage import Usage
 from searchers.auto import AutoTable
@@ -41,27 +42,62 @@ def request(text: str, strategy: str, budget: int, knobs: dict[str, Any] | None 
 # --- the budget -------------------------------------------------------------------------------------
 
 
-def test_budget_clamps_generation_to_what_is_left() -> None:
-    budget = Budget(100)
-    assert budget.clamp_generation(4, 48, 40) == 25  # 4 x 25 fits, 4 x 48 would not
-    budget.settle(100, 0, 0, Usage(generated_tokens=60))
-    assert budget.remaining == 40
+WEIGHTS = CostWeights(prefilled=0.5, cached_prompt=0.1, scored=0.25, cached_scored=0.05)
+
+
+def test_units_price_each_kind_of_token_at_its_weight() -> None:
+    usage = Usage(
+        prompt_tokens=40,
+        cached_prompt_tokens=30,
+        generated_tokens=7,
+        scored_tokens=100,
+        cached_scored_tokens=60,
+        policy_calls=3,
+        verifier_calls=2,
+    )
+    assert WEIGHTS.units(usage) == pytest.approx(7 + 10 * 0.5 + 30 * 0.1 + 40 * 0.25 + 60 * 0.05)
+    assert CostWeights(1.0, 1.0, 1.0, 1.0).units(usage) == 7 + 40 + 100  # every token alike
+    assert CostWeights().measured is None  # the defaults say they are not measured
+    with pytest.raises(ValueError, match="scored"):
+        CostWeights(scored=-0.1)
+
+
+def test_budget_clamps_generation_to_what_is_left_in_units() -> None:
+    budget = Budget(100, weights=WEIGHTS)
+    # the worst case: 40 prompt tokens prefilled (20 units), then 4 x 20 generated tokens
+    reservation = budget.clamp_generation(4, 48, 40)
+    assert reservation.max_tokens == 20 and budget.remaining == pytest.approx(0)
+    # the engine served 30 of the prompt tokens from its cache and sampled 60 tokens
+    budget.settle(reservation, Usage(prompt_tokens=40, cached_prompt_tokens=30, generated_tokens=60))
+    assert budget.used == pytest.approx(60 + 10 * 0.5 + 30 * 0.1) and budget.remaining == pytest.approx(32)
     with pytest.raises(BudgetExhausted):
-        budget.clamp_generation(41, 48, 0)
+        budget.clamp_generation(33, 48, 0)
+    with pytest.raises(BudgetExhausted):
+        budget.clamp_generation(1, 48, 64)  # the prompt alone costs all that is left
+    assert budget.clamp_generation(1, 48, 62).max_tokens == 1
+
+
+def test_a_cache_hit_weighed_above_prefill_is_reserved_at_its_weight() -> None:
+    budget = Budget(100, weights=CostWeights(prefilled=0.0, cached_prompt=2.0, scored=0.1, cached_scored=3.0))
+    assert budget.clamp_generation(1, 100, 40).max_tokens == 20  # 40 prompt tokens could all hit: 80 units
+    with pytest.raises(BudgetExhausted):
+        budget.reserve(7, 1)  # 7 PRM tokens could all hit: 21 units, 20 left
 
 
 def test_budget_refuses_scoring_that_does_not_fit_and_caps_verifier_calls() -> None:
-    budget = Budget(100, max_verifier_calls=2)
+    budget = Budget(100, max_verifier_calls=2, weights=WEIGHTS)
     with pytest.raises(BudgetExhausted):
-        budget.reserve(101, 1)
-    budget.reserve(50, 2)
-    budget.settle(50, 0, 2, Usage(scored_tokens=50, verifier_calls=2))
+        budget.reserve(401, 1)  # 100.25 units, all read as if uncached
+    reservation = budget.reserve(400, 2)
+    assert budget.remaining == 0
+    budget.settle(reservation, Usage(scored_tokens=400, cached_scored_tokens=200, verifier_calls=2))
+    assert budget.used == pytest.approx(200 * 0.25 + 200 * 0.05)  # the cached half at its own weight
     with pytest.raises(BudgetExhausted, match="verifier calls"):
         budget.reserve(10, 1)
 
 
 def test_budget_caps_prefill_in_the_worst_case() -> None:
-    budget = Budget(1000, max_prefill_tokens=30)
+    budget = Budget(1000, max_prefill_tokens=30, weights=WEIGHTS)
     with pytest.raises(BudgetExhausted, match="prefill"):
         budget.clamp_generation(2, 10, 31)
     assert budget.remaining == 1000  # a refused call reserves nothing
@@ -169,25 +205,57 @@ STRATEGY_KNOBS: list[tuple[str, dict[str, Any]]] = [
     ("particle_filter", {}),
     ("particle_filter", {"particles": 8, "ess_threshold": 1.0}),
     ("particle_filter", {"temperature": 1.0, "max_depth": 2}),
+    ("mcts", {"evaluation": "prm", "children": 3, "leaves_per_iteration": 2}),
+    ("mcts", {"evaluation": "prm+rollout", "final": "visits"}),
+    ("mcts", {"evaluation": "rollout", "use_outcome": True}),
+    ("revision", {"chains": 2, "resume": "weakest", "rounds": 3}),
     ("auto", {}),
+    ("auto", {"accept": 1.0}),
 ]
 
 
+def random_weights(rng: random.Random) -> CostWeights:
+    """Weights as a deployment might measure them, and extreme ones: scoring nearly free, prefill dearer
+    than decoding, cache hits dearer than misses, every token alike."""
+    shapes = [
+        CostWeights(),
+        CostWeights(1.0, 1.0, 1.0, 1.0),
+        CostWeights(prefilled=2.0, cached_prompt=0.0, scored=0.05, cached_scored=0.0),
+        CostWeights(prefilled=0.02, cached_prompt=0.5, scored=1.5, cached_scored=2.0),
+        CostWeights(
+            prefilled=rng.uniform(0.0, 2.0),
+            cached_prompt=rng.uniform(0.0, 2.0),
+            scored=rng.uniform(0.05, 2.0),
+            cached_scored=rng.uniform(0.0, 2.0),
+        ),
+    ]
+    return rng.choice(shapes)
+
+
 async def test_no_search_ever_spends_more_than_its_budget() -> None:
-    """A property over random (strategy, knobs, budget, problem, seed, slip) configurations."""
+    """A property over random (strategy, knobs, budget, weights, problem, seed, slip, PRM cache)
+    configurations, checked against the tokens the fake engines counted themselves: a searcher that
+    called an engine around the metered adapters would show up as well as a budget that overspent."""
     rng = random.Random(7)
-    for trial in range(150):
+    reasons = set()
+    for trial in range(240):
         strategy, knobs = rng.choice(STRATEGY_KNOBS)
         budget = rng.choice([1, 5, 20, 60, 150, 400, 1000, 3000])
+        weights = random_weights(rng)
         engine = FakeEngine(slip=rng.random() * 0.5, seed=trial)
-        controller = Controller(engine, FakePRM(seed=trial))
+        prm = FakePRM(seed=trial, prefix_cache=rng.random() < 0.5)
+        controller = Controller(engine, prm, weights=weights)
         text = rng.choice(PROBLEMS)
         found = await controller.run(
             request(text, strategy, budget, knobs, sampling=Sampling(seed=trial), request_id=f"p{trial}")
         )
-        spent = found.usage.generated_tokens + found.usage.scored_tokens
-        assert spent <= budget, (strategy, knobs, budget, found.usage)
-        assert found.stop_reason in ("done", "budget")
+        case = (strategy, knobs, budget, weights, found.usage)
+        counted = engine.served + prm.served
+        assert counted == found.usage, case  # every token was charged, through the adapters
+        assert weights.units(counted) <= budget + 1e-9, case
+        assert found.stop_reason in ("done", "budget"), case
+        reasons.add(found.stop_reason)
+    assert reasons == {"done", "budget"}
 
 
 # --- Best-of-N ---------------------------------------------------------------------------------------
@@ -308,6 +376,62 @@ async def test_beam_search_solves_more_than_sampling() -> None:
     assert wins_beam > wins_sample + 3
 
 
+# --- planning in compute units -------------------------------------------------------------------------
+
+CHEAP_PRM = CostWeights(prefilled=0.1, cached_prompt=0.0, scored=0.05, cached_scored=0.0)
+EVERY_TOKEN_ALIKE = CostWeights(1.0, 1.0, 1.0, 1.0)
+
+
+def test_planners_price_calls_with_the_budgets_weights() -> None:
+    """Each planner's estimate, in units, under weights where no kind of token costs 1."""
+    from searchers.base import Trace
+    from searchers.base import stepwise_path_cost as path_cost
+    from searchers.best_of_n import sample_cost
+    from searchers.revision import Pace
+
+    weights = CostWeights(prefilled=0.5, cached_prompt=0.25, scored=0.2, cached_scored=0.1)
+    ctx = Controller(FakeEngine(), FakePRM(), weights=weights).context(request(PROBLEMS[0], "beam", 900), 900)
+    prompt, step, steps = len(ctx.prompt_ids), ctx.hints.step_tokens, ctx.hints.steps
+    assert sample_cost(ctx, 40, scored=True) == pytest.approx(40 + 0.5 * prompt + 0.2 * (prompt + 44))
+    assert sample_cost(ctx, 40, scored=False) == pytest.approx(40 + 0.5 * prompt)
+    assert path_cost(ctx) == pytest.approx(
+        sum(
+            step + 0.5 * (prompt + (d - 1) * step) + 0.2 * (prompt + d * (step + 1))
+            for d in range(1, steps + 1)
+        )
+    )
+    kept = Trace(steps=((5, 6, 7),), texts=("x",), scores=(0.9,))
+    rewrite = (2 * 10) + 0.5 * (prompt + 3) + 0.2 * (prompt + 3 + 20 + 1 + 2)  # 2 new steps of 10 tokens
+    assert Pace(3, 10).rewrite_cost(ctx, kept) == pytest.approx(rewrite * 1.1)
+    assert ctx.score_units([kept]) == pytest.approx(0.2 * (prompt + 4))
+
+
+@pytest.mark.parametrize("strategy", ["best_of_n", "beam", "dvts", "mcts", "revision"])
+async def test_a_cheaper_prm_buys_more_search_for_the_same_budget(strategy: str) -> None:
+    """Where PRM tokens and prefills cost less, the same budget buys more PRM-scored candidates: a planner
+    that counted every token as one unit would plan the same search under both weights."""
+    calls = []
+    for weights in (EVERY_TOKEN_ALIKE, CHEAP_PRM):
+        controller = Controller(FakeEngine(slip=0.3), FakePRM(), weights=weights)
+        found = await controller.run(request(PROBLEMS[0], strategy, 2000))
+        assert weights.units(found.usage) <= 2000
+        calls.append(found.usage.verifier_calls)
+    assert calls[1] > 1.5 * calls[0], calls
+
+
+async def test_prm_cache_hits_are_charged_at_their_own_weight() -> None:
+    weights = CostWeights(prefilled=0.4, cached_prompt=0.0, scored=1.0, cached_scored=0.0)
+    engine, prm = FakeEngine(), FakePRM(prefix_cache=True)
+    found = await Controller(engine, prm, weights=weights).run(
+        request(PROBLEMS[0], "beam", 3000, {"beams": 8})
+    )
+    usage = found.usage
+    assert usage.cached_scored_tokens > 0 and usage.cached_prompt_tokens > 0
+    charged = usage.generated_tokens + 0.4 * usage.prefilled_prompt_tokens
+    charged += usage.scored_tokens - usage.cached_scored_tokens
+    assert weights.units(usage) == pytest.approx(charged)
+
+
 # --- auto --------------------------------------------------------------------------------------------
 
 
@@ -401,9 +525,13 @@ async def test_auto_keeps_the_probe_when_the_chosen_strategy_is_cut_short() -> N
     table = AutoTable([0.5], [1.0], {b: {"1.0": {"strategy": "best_of_n", "knobs": knobs}} for b in "01"})
     controller = Controller(FakeEngine(slip=0.5), FakePRM(), searchers=default_searchers(table))
     greedy = await controller.run(request(PROBLEMS[0], "greedy", 1000))
-    tokens = greedy.usage.generated_tokens
-    probe_cost = tokens + len(request(PROBLEMS[0], "x", 1).prompt_ids) + tokens + 3
-    found = await controller.run(request(PROBLEMS[0], "auto", probe_cost + tokens + 5, {"accept": 1.0}))
+    sample = controller.weights.units(greedy.usage)  # its prompt and its tokens
+    read = len(request(PROBLEMS[0], "x", 1).prompt_ids) + len(greedy.best.token_ids) + len(greedy.best.steps)
+    probe = controller.weights.for_scoring(read)  # what scoring one sample costs: more than 5 units
+    assert probe > 5
+    found = await controller.run(
+        request(PROBLEMS[0], "auto", int(sample + probe + sample + 5), {"accept": 1.0})
+    )
     assert found.knobs["chosen"]["strategy"] == "best_of_n" and len(found.candidates) == 2
     assert found.best.finished and found.text == greedy.text and found.best.scored
 

@@ -13,6 +13,7 @@ from fake_engine import FakeEngine
 from fake_prm import FakePRM
 
 from engines.base import Continuation, Generation, Sampling
+from engines.cost import CostWeights
 from searchers.base import Trace
 from searchers.controller import Controller, InvalidSearch, SearchRequest
 from searchers.mcts import (
@@ -82,7 +83,7 @@ async def test_finds_a_finished_solution_and_reports_the_tree() -> None:
     assert outcome.best.finished and outcome.best in outcome.candidates
     assert all(candidate.finished for candidate in outcome.candidates)
     assert outcome.usage == ctx.budget.spent  # what the result reports is what the budget charged
-    assert outcome.usage.generated_tokens + outcome.usage.scored_tokens <= 3000
+    assert CostWeights().units(outcome.usage) <= 3000
     assert outcome.tree is not None and outcome.tree["visits"] > 0 and outcome.tree["children"]
     json.dumps(outcome.tree)  # JSON-able, for the API
 
@@ -145,7 +146,7 @@ async def test_never_spends_more_than_the_budget() -> None:
             max_verifier_calls=rng.choice([None, None, 5, 40]),
         )
         outcome = await controller(engine, prm).run(search)
-        assert outcome.usage.generated_tokens + outcome.usage.scored_tokens <= budget, (knobs, budget)
+        assert CostWeights().units(outcome.usage) <= budget, (knobs, budget)
         assert outcome.stop_reason in ("done", "budget"), (knobs, budget)
         assert all(candidate.finished for candidate in outcome.candidates)
         assert outcome.tree is not None and values_are_means(outcome.tree), (knobs, budget)
@@ -183,7 +184,7 @@ async def test_the_last_iteration_spends_what_is_left_on_fewer_children() -> Non
         outcome = await controller(engine, FakePRM()).run(
             request(engine, PROBLEMS[3], budget, knobs=knobs, sampling=Sampling(seed=3))
         )
-        assert outcome.usage.generated_tokens + outcome.usage.scored_tokens <= budget
+        assert CostWeights().units(outcome.usage) <= budget
         assert all(1 <= width <= 4 for width in engine.widths)
         assert engine.widths[0] == 4  # the prompt's own expansion is full
         narrowed += any(width < 4 for width in engine.widths[1:])

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from engines.base import Sampling
+from engines.cost import CostWeights
+from engines.usage import Usage
 from engines.vllm_engine import VLLMPolicyEngine
 from searchers.controller import Controller, SearchRequest
 from tasks.sets import load_eval_set
@@ -57,6 +59,51 @@ def idle(policy: VLLMPolicyEngine, prm: VLLMPRM) -> bool:
     )
 
 
+# (strategy, knobs, budget, weights): a small set of the fake-engine property's configurations
+BUDGET_CASES: list[tuple[str, dict[str, Any], int, CostWeights]] = [
+    ("best_of_n", {}, 300, CostWeights()),
+    ("beam", {"beams": 4, "expansions": 2}, 400, CostWeights(2.0, 0.0, 0.05, 0.0)),
+    ("dvts", {}, 600, CostWeights(0.1, 0.01, 0.3, 0.01)),
+    ("mcts", {}, 500, CostWeights(0.02, 0.5, 1.5, 2.0)),
+    ("mcts", {"evaluation": "prm"}, 45, CostWeights()),
+    ("revision", {}, 250, CostWeights(1.0, 1.0, 1.0, 1.0)),
+    ("auto", {"accept": 1.0}, 700, CostWeights(0.37, 0.02, 0.37, 0.02)),
+    ("particle_filter", {}, 550, CostWeights(0.2, 0.05, 0.2, 0.05)),
+    ("greedy", {}, 20, CostWeights(0.5, 0.1, 0.5, 0.1)),
+]
+
+
+def since(before: Usage, after: Usage) -> Usage:
+    return Usage(**{k: v - getattr(before, k) for k, v in vars(after).items()})
+
+
+@pytest.mark.parametrize(
+    ("strategy", "knobs", "budget", "weights"),
+    BUDGET_CASES,
+    ids=[f"{s}-{b}-{i}" for i, (s, _, b, _) in enumerate(BUDGET_CASES)],
+)
+async def test_no_search_spends_more_than_its_budget_by_the_engines_own_counts(
+    policy_engine: VLLMPolicyEngine,
+    prm_engine: VLLMPRM,
+    strategy: str,
+    knobs: dict[str, Any],
+    budget: int,
+    weights: CostWeights,
+) -> None:
+    """The budget against the tokens the vLLM adapters counted from vLLM's outputs (below the metering):
+    every token was charged, and the units they cost fit the budget, cache hits at their weights."""
+    before = policy_engine.served + prm_engine.served
+    controller = Controller(policy_engine, prm_engine, weights=weights)
+    found = await controller.run(
+        make_request(policy_engine, strategy, knobs, budget, request_id=f"t-unit-{strategy}")
+    )
+    counted = since(before, policy_engine.served + prm_engine.served)
+    assert counted == found.usage
+    assert weights.units(counted) <= budget + 1e-9
+    assert found.stop_reason in ("done", "budget")
+    assert idle(policy_engine, prm_engine)
+
+
 @pytest.mark.parametrize(
     ("strategy", "knobs"), STRATEGIES, ids=[f"{s}-{i}" for i, (s, _) in enumerate(STRATEGIES)]
 )
@@ -66,7 +113,7 @@ async def test_every_strategy_runs_on_the_real_engines_within_budget(
     controller = Controller(policy_engine, prm_engine)
     budget = 900
     found = await controller.run(make_request(policy_engine, strategy, knobs, budget))
-    assert found.usage.generated_tokens + found.usage.scored_tokens <= budget
+    assert controller.weights.units(found.usage) <= budget
     assert found.usage.generated_tokens > 0 and found.usage.policy_calls > 0
     assert found.best.finished and split_steps(found.text), found
     assert found.text == "".join(found.best.texts)
@@ -92,7 +139,7 @@ async def test_concurrent_searches_share_the_engines(
         for i, s in enumerate(["best_of_n", "beam", "mcts", "revision", "dvts", "auto"])
     ]
     results = await asyncio.gather(*(controller.run(r) for r in requests))
-    assert all(r.usage.generated_tokens + r.usage.scored_tokens <= 600 for r in results)
+    assert all(controller.weights.units(r.usage) <= 600 for r in results)
     assert idle(policy_engine, prm_engine)
 
 

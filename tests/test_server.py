@@ -16,6 +16,7 @@ import uvicorn
 from fake_engine import FakeEngine
 from fake_prm import FakePRM
 
+from engines.cost import CostWeights
 from server.errors import error_type
 from server.main import create_app
 from server.settings import ServerSettings
@@ -49,8 +50,62 @@ async def test_chat_completion_has_openai_shape_and_search_report() -> None:
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["completion_tokens_details"]["reasoning_tokens"] < usage["completion_tokens"]
-    assert usage["completion_tokens"] + usage["scored_tokens"] <= 2000
+    assert 0 < usage["compute_units"] <= 2000
     assert r.headers["x-request-id"]
+
+
+def units_from_usage(usage: dict[str, Any], weights: dict[str, Any]) -> float:
+    """What the API's raw counts cost at the weights the `search` object shows."""
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    return (
+        usage["completion_tokens"] * weights["generated"]
+        + (usage["prompt_tokens"] - cached) * weights["prefilled"]
+        + cached * weights["cached_prompt"]
+        + (usage["scored_tokens"] - usage["cached_scored_tokens"]) * weights["scored"]
+        + usage["cached_scored_tokens"] * weights["cached_scored"]
+    )
+
+
+async def test_usage_reports_the_compute_units_and_the_search_the_weights() -> None:
+    async with client() as c:
+        r = await c.post("/v1/chat/completions", json=chat_body(search={"strategy": "beam", "budget": 900}))
+        n2 = await c.post(
+            "/v1/completions", json={"model": "ponder-default", "prompt": PROMPT + "\n", "n": 2}
+        )
+    body = r.json()
+    report, usage = body["search"], body["usage"]
+    assert report["budget"] == 900 and report["compute_units"] == usage["compute_units"] <= 900
+    weights = report["cost_weights"]
+    assert weights == CostWeights().as_dict() and weights["generated"] == 1.0 and weights["measured"] is None
+    assert usage["compute_units"] == pytest.approx(units_from_usage(usage, weights), abs=1e-3)
+    both = n2.json()  # n searches: usage sums them, each report has its own
+    assert both["usage"]["compute_units"] == pytest.approx(sum(s["compute_units"] for s in both["search"]))
+
+
+async def test_the_weights_come_from_the_models_directory_or_the_settings(tmp_path: Path) -> None:
+    measured = CostWeights(
+        prefilled=0.05, cached_prompt=0.0, scored=0.03, cached_scored=0.01, measured="here"
+    )
+    measured.dump(tmp_path / "models" / "cost_weights.json", rates={"generated": 100.0})
+    named = CostWeights(prefilled=1.0, cached_prompt=1.0, scored=1.0, cached_scored=1.0, measured="there")
+    named.dump(tmp_path / "mine.json")
+    search = {"strategy": "best_of_n", "budget": 800}
+    cases: list[tuple[dict[str, Any], CostWeights]] = [
+        ({"models": tmp_path / "models"}, measured),
+        ({"models": tmp_path / "models", "cost_weights": tmp_path / "mine.json"}, named),
+        ({"policy": "a", "prm": "b"}, CostWeights()),  # a user's own pair: the defaults unless named
+    ]
+    for settings, weights in cases:
+        app = create_app(ServerSettings(**settings), FakeEngine(), FakePRM())
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            body = (await c.post("/v1/chat/completions", json=chat_body(search=search))).json()
+        assert body["search"]["cost_weights"] == weights.as_dict()
+        assert body["usage"]["compute_units"] == pytest.approx(
+            units_from_usage(body["usage"], weights.as_dict())
+        )
+        assert body["usage"]["compute_units"] <= 800
+    with pytest.raises(FileNotFoundError):
+        ServerSettings(models=tmp_path, cost_weights=tmp_path / "missing.json").weights()
 
 
 async def test_model_suffix_picks_the_strategy_and_completions_work() -> None:
@@ -172,6 +227,8 @@ async def test_streaming_sends_progress_then_the_answer_then_done() -> None:
     text = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks if ch["choices"])
     assert text.strip()
     assert chunks[-1]["usage"]["completion_tokens"] > 0
+    last_answer = next(ch for ch in reversed(chunks) if ch.get("search"))
+    assert chunks[-1]["usage"]["compute_units"] == last_answer["search"]["compute_units"] > 0
 
 
 async def test_reference_answers_are_graded_into_metrics() -> None:
@@ -188,6 +245,7 @@ async def test_reference_answers_are_graded_into_metrics() -> None:
     for name in (
         "ponder_request_duration_seconds_bucket",
         "ponder_tokens_total",
+        'ponder_compute_units_total{strategy="best_of_n"}',
         "ponder_budget_utilisation_ratio_bucket",
         "ponder_search_stops_total",
         "ponder_searches_in_flight",

@@ -2,9 +2,9 @@
 
 Contract: `MeteredVerifier(verifier, budget, request_id)` scores candidates like the verifier. The exact
 number of tokens the PRM will read is known before the call (its `scored_length`, in its own input
-format), so the call is reserved whole or refused with `BudgetExhausted`; it runs under the
-budget's deadline (aborted in the engine and `DeadlineExceeded` past it) and is charged what the
-verifier reported.
+format), so the call is reserved whole (every token priced as if the PRM computed it) or refused with
+`BudgetExhausted`; it runs under the budget's deadline (aborted in the engine and `DeadlineExceeded`
+past it) and is charged what the verifier reported (its prefix-cache hits at their own weight).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class MeteredVerifier:
         if not candidates:
             return Scores([], Usage())
         tokens = self.cost(candidates)
-        self.budget.reserve(tokens, len(candidates))
+        reservation = self.budget.reserve(tokens, len(candidates))
         scores = None
         try:
             async with asyncio.timeout(self.budget.time_left()):
@@ -44,5 +44,5 @@ class MeteredVerifier:
             raise DeadlineExceeded("the request's deadline passed during PRM scoring") from None
         finally:
             usage = scores.usage if scores is not None else Usage()
-            self.budget.settle(tokens, 0, len(candidates), usage)
+            self.budget.settle(reservation, usage)
         return scores

@@ -11,7 +11,8 @@ this adapter picks the step tags out of it. A tag inside a cached block has no o
 the candidate's `known` one (a search extending a scored trace); where none is known (another
 sequence cached the same prefix), the candidate is scored again without reading the cache, and a
 candidate with no known scores does not read it at all. Scores are the same either way; usage counts
-every token read, with the cached ones split out.
+every token read, with the cached ones split out (as vLLM computed them: the tokens it returned a
+value for), and `served` sums it over every call the engine finished.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class VLLMPRM:
         self.max_model_len: int = engine.model_config.max_model_len
         self.vocab_size: int = engine.model_config.get_vocab_size()
         self.inflight = InflightRequests("prm")
+        self.served = Usage()  # every finished call's tokens, as vLLM computed them
 
     @classmethod
     def start(cls, config: VLLMConfig, spec: PRMSpec) -> VLLMPRM:
@@ -86,6 +88,7 @@ class VLLMPRM:
             cached_scored_tokens=sum(cached for _, cached in rows),
             verifier_calls=len(inputs),
         )
+        self.served += usage
         return Scores([scores for scores, _ in rows], usage)
 
     async def _scored(self, ids: list[int], candidate: Candidate, group: str) -> tuple[list[float], int]:
