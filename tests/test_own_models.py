@@ -33,6 +33,9 @@ from verifiers.prm import Candidate
 STRATEGIES = ("greedy", "best_of_n", "beam", "dvts", "mcts", "particle_filter", "revision", "auto")
 SERVE_LIMITS = ["--max-step-tokens", "48", "--max-solution-tokens", "160", "--kv-cache-gib", "0.25"]
 TERMINATION_GRACE_S = 120
+# Enough for several PRM-scored samples of the longest solution after the greedy one, whose 160 tokens of
+# random text take a good part of a smaller budget: the reference checks need at least two to compare.
+REFERENCE_BUDGET = 4000
 QUESTION = next(iter(math_problems(1)))[0]
 
 
@@ -114,13 +117,13 @@ def llama_server(
     )
 
 
-def ask(url: str, model: str, strategy: str) -> dict[str, Any]:
+def ask(url: str, model: str, strategy: str, budget: int = 1500) -> dict[str, Any]:
     client = OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=300)
     response = client.chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": QUESTION}],
         seed=3,
-        extra_body={"search": {"strategy": strategy, "budget": 1500, "return_candidates": True}},
+        extra_body={"search": {"strategy": strategy, "budget": budget, "return_candidates": True}},
     )
     return response.model_dump()
 
@@ -161,7 +164,7 @@ def test_a_qwen_pair_answers_every_strategy(qwen_server: str, strategy: str) -> 
 def test_the_qwen_pair_reports_the_qwen_reference_scores(
     qwen_server: str, qwen_pair: tuple[Path, Path]
 ) -> None:
-    body = ask(qwen_server, "qwen2.5-math:1.5b", "best_of_n")
+    body = ask(qwen_server, "qwen2.5-math:1.5b", "best_of_n", REFERENCE_BUDGET)
     assert body["usage"]["scored_tokens"] > 0
     assert reported_scores_equal_the_reference(body["search"], qwen_pair[1], "qwen") >= 2
 
@@ -180,7 +183,7 @@ def test_a_llama_policy_with_a_math_shepherd_prm_answers_every_strategy(
 def test_the_math_shepherd_prm_reports_its_reference_scores(
     llama_server: str, llama_shepherd_pair: tuple[Path, Path]
 ) -> None:
-    body = ask(llama_server, "llama-3:tiny", "best_of_n")
+    body = ask(llama_server, "llama-3:tiny", "best_of_n", REFERENCE_BUDGET)
     assert reported_scores_equal_the_reference(body["search"], llama_shepherd_pair[1], "math-shepherd") >= 2
 
 
