@@ -6,11 +6,13 @@ Contract: `write_outputs(out, points, results, probe, meta)` writes, next to eac
   Countdown `tier`, or the `task_file` with its format, SHA-256 and `split`; their count, temperature,
   the 1x unit, the raw engine rate (null when searched on a server), seconds);
 - `-problems.jsonl`: one `ProblemResult` a line plus its task's probe value, what auto's table is
-  fitted from (`read_problem_results` reads it back, `read_points` the points);
+  fitted from (`read_problem_results` reads it back, `read_points` the points, those of a sweep from
+  before the compute unit included);
 - `.md` (`search_markdown`): a header naming the problems (the tier, or the task file's name, short
   hash and split) and where they were searched, then a table, one row per point;
-- `.png` (`plot_search`): accuracy against mean tokens per question, one line per entry, greedy as a
-  horizontal line and majority vote's oracle (any sample correct) for reference.
+- `.png` (`plot_search`): accuracy against mean compute units per question (mean tokens for a sweep
+  from before the compute unit), one line per entry, greedy as a horizontal line and majority vote's
+  oracle (any sample correct) for reference.
 Nothing here runs an engine.
 """
 
@@ -23,7 +25,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from evaluation.sweep_records import ProblemResult, SweepPoint
+from evaluation.sweep_records import Labels, ProblemResult, SweepPoint, point_of_row
 from evaluation.task_source import SHORT_HASH
 
 
@@ -53,7 +55,10 @@ def write_outputs(
 
 
 def read_points(out: Path) -> list[SweepPoint]:
-    return [SweepPoint(**row) for row in json.loads(out.read_text())]
+    meta = json.loads(meta_path(out).read_text()) if meta_path(out).exists() else {}
+    tier = meta.get("tier")
+    labels = Labels(tier=None if tier is None else int(tier), split=meta.get("split"))
+    return [point_of_row(row, labels) for row in json.loads(out.read_text())]
 
 
 def read_problem_results(path: Path) -> list[tuple[ProblemResult, float]]:
@@ -74,6 +79,23 @@ def problems_title(meta: dict[str, Any]) -> str:
     return f"{Path(meta['task_file']).name} (sha256 {meta['task_sha256'][:SHORT_HASH]}{split})"
 
 
+def unit_line(meta: dict[str, Any]) -> str:
+    if "greedy_cost_units" in meta:
+        return (
+            f"Budget unit (1x): greedy's mean cost, {meta['greedy_cost_units']} compute units "
+            "(generated-token equivalents: each kind of token at its weight, `engines.cost`)."
+        )
+    return (  # a sweep from before the compute unit
+        f"Budget unit (1x): greedy's mean generated tokens, {meta['greedy_token_cost']}; a budget counted "
+        "generated + PRM-scored tokens."
+    )
+
+
+def split_line(meta: dict[str, Any]) -> str:
+    split = meta.get("split")
+    return f"Split: **{split}**." if split else "Split: not recorded (a sweep from before the partition)."
+
+
 def search_markdown(points: Sequence[SweepPoint], meta: dict[str, Any]) -> str:
     rate = meta["engine_generated_tokens_per_s"]
     engine = (
@@ -84,9 +106,8 @@ def search_markdown(points: Sequence[SweepPoint], meta: dict[str, Any]) -> str:
     lines = [
         f"# Compute versus accuracy: {problems_title(meta)}, {meta['n_problems']} problems",
         "",
-        f"Budget unit (1x): greedy's mean generated tokens, {meta['greedy_token_cost']}. {engine}",
-        f"Budget = generated + PRM-scored tokens per question. Sampling temperature {meta['temperature']}. "
-        "Written by `ponder eval search`.",
+        f"{split_line(meta)} {unit_line(meta)} {engine}",
+        f"Sampling temperature {meta['temperature']}. Written by `ponder eval search`.",
     ]
     if "server" in meta:
         lines.append(
@@ -95,9 +116,9 @@ def search_markdown(points: Sequence[SweepPoint], meta: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| strategy | budget | accuracy | 95% CI | oracle | generated | prefilled | cached | scored "
-        "| tok/s | efficiency | stops |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| strategy | budget | accuracy | 95% CI | oracle | units | generated | prefilled | cached | scored "
+        "| scored cached | tok/s | efficiency | stops |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_markdown_row(p) for p in points]
     return "\n".join(lines) + "\n"
@@ -105,12 +126,13 @@ def search_markdown(points: Sequence[SweepPoint], meta: dict[str, Any]) -> str:
 
 def _markdown_row(p: SweepPoint) -> str:
     stops = ", ".join(f"{k} {v}" for k, v in p.stop_reasons.items())
+    units = f"{p.mean_units:.0f}" if p.mean_units > 0 else ""  # none before the compute unit
     return (
         f"| {p.strategy} | {p.budget_multiple:g}x | {p.accuracy:.1%} "
-        f"| {p.ci_low:.1%}-{p.ci_high:.1%} | {p.oracle_accuracy:.1%} "
+        f"| {p.ci_low:.1%}-{p.ci_high:.1%} | {p.oracle_accuracy:.1%} | {units} "
         f"| {p.mean_generated_tokens:.0f} | {p.mean_prefilled_tokens:.0f} "
-        f"| {p.mean_cached_tokens:.0f} | {p.mean_scored_tokens:.0f} | {p.tokens_per_s:.0f} "
-        f"| {'' if p.engine_efficiency is None else p.engine_efficiency} | {stops} |"
+        f"| {p.mean_cached_tokens:.0f} | {p.mean_scored_tokens:.0f} | {p.mean_cached_scored_tokens:.0f} "
+        f"| {p.tokens_per_s:.0f} | {'' if p.engine_efficiency is None else p.engine_efficiency} | {stops} |"
     )
 
 
@@ -128,8 +150,8 @@ def plot_search(points: Sequence[SweepPoint], path: Path, title: str = "Compute 
         if label == "greedy":
             ax.axhline(series[0].accuracy, color="black", linestyle=":", label="greedy")
             continue
-        series.sort(key=lambda p: p.mean_total_tokens)
-        x = [p.mean_total_tokens for p in series]
+        series.sort(key=compute_of)
+        x = [compute_of(p) for p in series]
         style = "--" if label == "majority_vote" else "-"
         ax.plot(x, [p.accuracy for p in series], style, marker="o", label=label)
         if label == "majority_vote":
@@ -141,7 +163,12 @@ def plot_search(points: Sequence[SweepPoint], path: Path, title: str = "Compute 
                 label="oracle pass@N (any sample correct)",
             )
     ax.set_xscale("log")
-    ax.set_xlabel("mean tokens per question (generated + prefilled + PRM-scored, log)")
+    in_units = all(p.mean_units > 0 for p in points)
+    ax.set_xlabel(
+        "mean compute units per question (generated-token equivalents, log)"
+        if in_units
+        else "mean tokens per question (generated + prefilled + PRM-scored, log)"
+    )
     ax.set_ylabel("accuracy")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
@@ -150,3 +177,8 @@ def plot_search(points: Sequence[SweepPoint], path: Path, title: str = "Compute 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def compute_of(point: SweepPoint) -> float:
+    """What a point spent per question: its units, or its tokens for a sweep from before the unit."""
+    return point.mean_units if point.mean_units > 0 else point.mean_total_tokens

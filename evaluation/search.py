@@ -35,7 +35,7 @@ from evaluation.solver import PROMPT_STYLES, PromptStyle, Solver, prompt_style
 from evaluation.solver_http import HttpSolver, ServerAddress
 from evaluation.solver_local import InProcessSolver
 from evaluation.sweep import RunSettings, measure_auto, sweep
-from evaluation.sweep_records import SWEEP_ENTRIES, ProblemResult, SweepPoint
+from evaluation.sweep_records import SWEEP_ENTRIES, Labels, ProblemResult, SweepPoint
 from evaluation.task_source import TaskSource, source_of
 from server.engines import Engines
 from server.settings import EngineSettings
@@ -99,7 +99,9 @@ async def evaluate(
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path = out.with_name(out.stem + "-progress.jsonl")
     log_path.unlink(missing_ok=True)
-    run = await sweep(solver, source.tasks, entries, multiples, concurrency, temperature, log_path)
+    run = await sweep(
+        solver, source.tasks, entries, multiples, concurrency, temperature, log_path, labels_of(source.meta)
+    )
     log_path.unlink(missing_ok=True)
     meta = {
         **where,
@@ -107,7 +109,7 @@ async def evaluate(
         **_styles(source, style),
         "n_problems": len(source.tasks),
         "temperature": temperature,
-        "greedy_token_cost": round(run.unit, 2),
+        "greedy_cost_units": round(run.unit, 2),
         "engine_generated_tokens_per_s": run.engine_tps,
         "seconds": round(time.time() - started, 1),
     }
@@ -166,10 +168,11 @@ def rerun_auto(
     style = style or (recorded if recorded in PROMPT_STYLES else None)  # as the sweep sent its prompts
     rate = meta["engine_generated_tokens_per_s"]
     settings = RunSettings(
-        unit=float(meta["greedy_token_cost"]),
+        unit=greedy_cost(meta),
         concurrency=concurrency,
         temperature=float(meta["temperature"]),
         engine_tps=None if rate is None else float(rate),
+        labels=labels_of(meta),
     )
 
     def job(solver: Solver) -> Coroutine[Any, Any, tuple[list[SweepPoint], list[ProblemResult]]]:
@@ -182,3 +185,14 @@ def rerun_auto(
         table_out.parent.mkdir(parents=True, exist_ok=True)
         fit_table(fit, multiples).dump(table_out, fitted_on=source.described, **meta)
     return {"points": points, **meta}
+
+
+def labels_of(meta: dict[str, Any]) -> Labels:
+    """The tier and split a sweep's problems come from, as its points record them."""
+    tier = meta.get("tier")
+    return Labels(tier=None if tier is None else int(tier), split=meta.get("split"))
+
+
+def greedy_cost(meta: dict[str, Any]) -> float:
+    """The 1x unit of a finished sweep (a sweep before the compute unit recorded greedy's tokens)."""
+    return float(meta.get("greedy_cost_units", meta.get("greedy_token_cost", 0.0)))

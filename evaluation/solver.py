@@ -62,6 +62,8 @@ class Solved:
     cached: int
     scored: int
     stop_reason: str
+    cached_scored: int = 0  # of `scored`, the PRM's prefix-cache hits
+    units: float = 0.0  # compute units the search spent (`engines.cost`), at the solver's weights
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -102,7 +102,10 @@ class HttpSolver:
         started = time.perf_counter()
         answers = await asyncio.gather(*(self.search(task, greedy_attempt(task)) for task in tasks))
         wall = time.perf_counter() - started
-        solved = [solved_of(a, prompt_style(t, self.style)) for t, a in zip(tasks, answers, strict=True)]
+        solved = [
+            without_the_probe(solved_of(a, prompt_style(t, self.style)), a)
+            for t, a in zip(tasks, answers, strict=True)
+        ]
         probe = [float(a["search"].get("score") or 0.0) for a in answers]
         return GreedyRun(solved, probe, wall)
 
@@ -178,9 +181,20 @@ def solved_of(answer: dict[str, Any], style: PromptStyle) -> Solved:
             cached=int(details.get("cached_tokens", 0)),
             scored=int(usage.get("scored_tokens", 0)),
             stop_reason=str(report["stop_reason"]),
+            cached_scored=int(usage.get("cached_scored_tokens", 0)),
+            units=float(usage.get("compute_units", 0.0)),  # at the server's weights
         )
     except (KeyError, IndexError, TypeError, ValueError) as error:
         raise ServerError(f"unexpected response shape ({type(error).__name__}: {error}): {answer}") from None
+
+
+def without_the_probe(solved: Solved, answer: dict[str, Any]) -> Solved:
+    """Greedy's cost without the PRM's scoring of it: the server's greedy is auto's probe, which scores
+    its solution, while greedy itself (the 1x unit, and in-process) reads no PRM."""
+    weights = answer["search"]["cost_weights"]
+    computed = solved.scored - solved.cached_scored
+    probe = computed * float(weights["scored"]) + solved.cached_scored * float(weights["cached_scored"])
+    return replace(solved, units=round(solved.units - probe, 3))
 
 
 def error_message(response: httpx.Response, where: str, request_id: str) -> str:

@@ -47,7 +47,11 @@ class InProcessSolver:
         self.engines = engines
         self.style = style
         self.controller = Controller(
-            engines.policy, engines.prm, Limits(max_budget=1_000_000), default_searchers(table)
+            engines.policy,
+            engines.prm,
+            Limits(max_budget=1_000_000),
+            default_searchers(table),
+            engines.weights,  # as `ponder serve` on the same models would price them
         )
 
     def with_auto_table(self, table: AutoTable) -> InProcessSolver:
@@ -72,7 +76,7 @@ class InProcessSolver:
             knobs=attempt.knobs,
             sampling=Sampling(temperature=attempt.temperature, seed=attempt.seed),
         )
-        return solved_of(await self.run(request))
+        return self.solved_of(await self.run(request))
 
     async def greedy(self, tasks: Sequence[Task]) -> GreedyRun:
         started = time.perf_counter()
@@ -92,7 +96,7 @@ class InProcessSolver:
         rows = (await verifier.score(scored, "eval-greedy-prm")).step_scores if scored else []
         values = iter(rows)
         probe = [next(values)[-1] if readable(c) else 0.0 for c in candidates]
-        return GreedyRun([solved_of(result) for result in found], probe, wall)
+        return GreedyRun([self.solved_of(result) for result in found], probe, wall)
 
     async def _greedy(self, task: Task) -> SearchResult:
         request = SearchRequest(
@@ -106,14 +110,15 @@ class InProcessSolver:
         except InvalidPrompt as error:
             raise SearchFailed(f"the engines refused {request.request_id}: {error}") from error
 
-
-def solved_of(found: SearchResult) -> Solved:
-    return Solved(
-        text=found.text,
-        candidate_texts=tuple(c.text for c in found.candidates),
-        generated=found.usage.generated_tokens,
-        prompt=found.usage.prompt_tokens,
-        cached=found.usage.cached_prompt_tokens,
-        scored=found.usage.scored_tokens,
-        stop_reason=found.stop_reason,
-    )
+    def solved_of(self, found: SearchResult) -> Solved:
+        return Solved(
+            text=found.text,
+            candidate_texts=tuple(c.text for c in found.candidates),
+            generated=found.usage.generated_tokens,
+            prompt=found.usage.prompt_tokens,
+            cached=found.usage.cached_prompt_tokens,
+            scored=found.usage.scored_tokens,
+            stop_reason=found.stop_reason,
+            cached_scored=found.usage.cached_scored_tokens,
+            units=round(self.controller.weights.units(found.usage), 3),  # as the API reports it
+        )

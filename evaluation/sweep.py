@@ -1,13 +1,14 @@
 """The strategies x budgets sweep: compute versus accuracy over a task set, through any `Solver`.
 
 Contract:
-- `sweep` first runs greedy on every problem (`greedy_reference`): its mean generated tokens are the 1x
-  unit, so a point at multiple m gives each request a budget of m x that many tokens (generated +
-  PRM-scored, see `engines.budget`), and the PRM's value of each greedy solution is `auto`'s probe. It
-  asks the solver for the policy engine's raw throughput in the same run (None where it cannot measure
-  it: then no point has an efficiency), then runs every (entry, multiple) point through the solver, many
-  problems concurrently, as a server would (`run_point`). Every answer and candidate is graded here
-  (`verifiers.outcome.grade`, by the task's kind), whichever solver ran the search.
+- `sweep` first runs greedy on every problem (`greedy_reference`): its mean cost in compute units (its
+  prompt prefilled and its solution generated, at the solver's weights: `engines.cost`) is the 1x unit,
+  so a point at multiple m gives each request a budget of m x that many units, and the PRM's value of
+  each greedy solution is `auto`'s probe. It asks the solver for the policy engine's raw throughput in
+  the same run (None where it cannot measure it: then no point has an efficiency), then runs every
+  (entry, multiple) point through the solver, many problems concurrently, as a server would
+  (`run_point`). Every answer and candidate is graded here (`verifiers.outcome.grade`, by the task's
+  kind), whichever solver ran the search.
 - `auto` is measured out of sample where the solver lets its table be set (`measure_auto`): its table is
   fitted on half the problems and scored on the other half, both ways (cross-fitting). Where it does not
   (a running server), `auto` is measured as served, on every problem. The table fitted on all problems
@@ -31,29 +32,31 @@ from tqdm import tqdm
 
 from evaluation.auto_fit import FitInputs, fit_table
 from evaluation.solver import Attempt, Solved, Solver
-from evaluation.sweep_records import ProblemResult, SweepEntry, SweepPoint, budget_tokens, summarize
+from evaluation.sweep_records import Labels, ProblemResult, SweepEntry, SweepPoint, budget_units, summarize
 from searchers.auto import AutoTable
 from tasks.datasets import Task
 from verifiers.outcome import grade
 
 AUTO = SweepEntry("auto", "auto", {})
+NO_LABELS = Labels()
 
 
 @dataclass(frozen=True)
 class RunSettings:
     """What every point of one sweep shares."""
 
-    unit: float  # greedy's mean generated tokens: the 1x budget
+    unit: float  # greedy's mean cost in compute units: the 1x budget
     concurrency: int  # problems searched at once
     temperature: float  # of every search's sampling
     engine_tps: float | None  # the raw policy engine's generated tokens/s, what efficiency is relative to
+    labels: Labels = NO_LABELS  # the problems' tier and split, recorded in every point
 
 
 @dataclass(frozen=True)
 class GreedyReference:
     results: list[ProblemResult]
     probe: dict[str, float]  # task -> the PRM's value of its greedy solution
-    unit: float  # mean generated tokens
+    unit: float  # mean compute units
     wall: float
 
 
@@ -81,6 +84,8 @@ def graded(task: Task, label: str, multiple: float, solved: Solved) -> ProblemRe
         scored=solved.scored,
         stop_reason=solved.stop_reason,
         candidates=len(solved.candidate_texts),
+        cached_scored=solved.cached_scored,
+        units=solved.units,
     )
 
 
@@ -93,7 +98,7 @@ async def run_point(
 ) -> tuple[list[ProblemResult], float]:
     """Every task solved by `entry` at `multiple`, `settings.concurrency` at once; and the wall time.
     Task i samples with seed i, so each point sees the same seeds."""
-    budget = budget_tokens(multiple, settings.unit)
+    budget = budget_units(multiple, settings.unit)
     gate = asyncio.Semaphore(settings.concurrency)
 
     async def one(index: int, task: Task) -> ProblemResult:
@@ -118,11 +123,11 @@ async def run_point(
 
 
 async def greedy_reference(solver: Solver, tasks: Sequence[Task]) -> GreedyReference:
-    """Greedy on every task: the 1x token unit, its results, and its PRM value (auto's probe)."""
+    """Greedy on every task: the 1x unit (its mean cost), its results, and its PRM value (auto's probe)."""
     run = await solver.greedy(tasks)
     results = [_greedy_result(task, solved) for task, solved in zip(tasks, run.solved, strict=True)]
     probe = {task.id: value for task, value in zip(tasks, run.probe, strict=True)}
-    unit = statistics.mean(r.generated for r in results)
+    unit = statistics.mean(r.units for r in results)
     return GreedyReference(results=results, probe=probe, unit=unit, wall=run.wall)
 
 
@@ -140,6 +145,7 @@ def _greedy_result(task: Task, solved: Solved) -> ProblemResult:
         scored=0,  # greedy reads no PRM: scoring its answer measures the probe for auto's table
         stop_reason=solved.stop_reason,
         candidates=1,
+        units=solved.units,  # the solver's greedy reads no PRM either (the probe is scored apart)
     )
 
 
@@ -166,7 +172,9 @@ async def measure_auto(
             found, seconds = await run_point(group_solver, group_tasks, AUTO, multiple, settings)
             point_results += found
             wall += seconds
-        points.append(summarize(point_results, wall, settings.engine_tps or 0.0, settings.unit))
+        points.append(
+            summarize(point_results, wall, settings.engine_tps or 0.0, settings.unit, settings.labels)
+        )
         records += point_results
     return points, records
 
@@ -179,20 +187,25 @@ async def sweep(
     concurrency: int,
     temperature: float,
     log_path: Path | None = None,
+    labels: Labels = NO_LABELS,
 ) -> SweepRun:
     """All points; each entry's is also appended to `log_path` as it completes (a long run keeps its
     progress)."""
     engine_tps = await solver.engine_tokens_per_s()
     greedy = await greedy_reference(solver, tasks)
     settings = RunSettings(
-        unit=greedy.unit, concurrency=concurrency, temperature=temperature, engine_tps=engine_tps
+        unit=greedy.unit,
+        concurrency=concurrency,
+        temperature=temperature,
+        engine_tps=engine_tps,
+        labels=labels,
     )
-    points = [summarize(greedy.results, greedy.wall, engine_tps or 0.0, greedy.unit)]
+    points = [summarize(greedy.results, greedy.wall, engine_tps or 0.0, greedy.unit, labels)]
     results = list(greedy.results)
     for entry in tqdm(entries, desc="strategies"):
         for multiple in multiples:
             found, wall = await run_point(solver, tasks, entry, multiple, settings)
-            points.append(summarize(found, wall, engine_tps or 0.0, settings.unit))
+            points.append(summarize(found, wall, engine_tps or 0.0, settings.unit, labels))
             results += found
             _log_point(points[-1], log_path)
     fit = FitInputs.from_results(results, greedy.probe)

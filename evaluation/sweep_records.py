@@ -5,12 +5,15 @@ Contract:
   `SWEEP_ENTRIES` are the ones `ponder eval search` sweeps (`ponder.cli.STRATEGY_LABELS` repeats their
   labels so that `--help` need not import this).
 - A `ProblemResult` is one problem solved by one entry (or greedy, or auto) at one budget multiple:
-  graded correctness, the oracle (some candidate was correct), tokens by kind, stop reason, candidates.
-  Its fields, in order, are the columns of `search-problems.jsonl`.
-- A `SweepPoint` summarises one (entry, multiple) over the problems (`summarize`): accuracy with its
-  95% Wilson interval, mean tokens per question by kind, wall time, generated tokens per second and that
-  rate over the raw engine's (`engine_efficiency`), plus the oracle for reference. Its fields, in order,
-  are the keys of a point in `search.json`.
+  graded correctness, the oracle (some candidate was correct), tokens by kind, the compute units they
+  cost, stop reason, candidates. Its fields, in order, are the columns of `search-problems.jsonl`
+  (`cached_scored` and `units` default to 0 for files written before the compute unit).
+- A `SweepPoint` summarises one (entry, multiple) over the problems (`summarize`): the problems' tier
+  and split, the budget in compute units (`budget_units`: the multiple of greedy's mean cost), accuracy
+  with its 95% Wilson interval, mean compute units and mean tokens per question by kind, wall time,
+  generated tokens per second and that rate over the raw engine's (`engine_efficiency`), plus the
+  oracle for reference. Its fields, in order, are the keys of a point in `search.json`; `point_of_row`
+  reads a point written before the compute unit (its budget then counted tokens, and it has no units).
 Nothing here runs an engine.
 """
 
@@ -57,22 +60,28 @@ class ProblemResult:
     scored: int
     stop_reason: str
     candidates: int
+    cached_scored: int = 0  # of `scored`, PRM prefix-cache hits
+    units: float = 0.0  # compute units spent
 
 
 @dataclass(frozen=True)
 class SweepPoint:
     strategy: str  # the entry's label ("greedy" and "auto" included)
+    tier: int | None  # the Countdown tier (None: a task file)
+    split: str | None  # "eval" or "dev" (a task file's: as labelled)
     budget_multiple: float
-    budget_tokens: int
+    budget: int  # compute units each request got
     n_problems: int
     accuracy: float
     ci_low: float
     ci_high: float
     oracle_accuracy: float
+    mean_units: float  # compute units spent per question
     mean_generated_tokens: float
     mean_prefilled_tokens: float
     mean_cached_tokens: float
     mean_scored_tokens: float
+    mean_cached_scored_tokens: float
     mean_total_tokens: float
     mean_candidates: float
     stop_reasons: dict[str, int]  # sorted by reason
@@ -81,12 +90,22 @@ class SweepPoint:
     engine_efficiency: float | None  # tokens_per_s over the raw engine's rate; None without that rate
 
 
-def budget_tokens(multiple: float, unit: float) -> int:
-    """A request's token budget at `multiple` x the 1x unit (greedy's mean generated tokens)."""
+def budget_units(multiple: float, unit: float) -> int:
+    """A request's budget in compute units at `multiple` x the 1x unit (greedy's mean cost in units)."""
     return max(1, round(multiple * unit))
 
 
-def summarize(results: Sequence[ProblemResult], wall: float, engine_tps: float, unit: float) -> SweepPoint:
+@dataclass(frozen=True)
+class Labels:
+    """What every point of one sweep says about its problems."""
+
+    tier: int | None = None
+    split: str | None = None
+
+
+def summarize(
+    results: Sequence[ProblemResult], wall: float, engine_tps: float, unit: float, labels: Labels
+) -> SweepPoint:
     """The point of one (label, multiple): `results` all share both, and took `wall` seconds together."""
     n = len(results)
     wins = sum(r.correct for r in results)
@@ -97,17 +116,21 @@ def summarize(results: Sequence[ProblemResult], wall: float, engine_tps: float, 
     tps = generated / wall if wall > 0 else 0.0
     return SweepPoint(
         strategy=results[0].label,
+        tier=labels.tier,
+        split=labels.split,
         budget_multiple=results[0].multiple,
-        budget_tokens=budget_tokens(results[0].multiple, unit),
+        budget=budget_units(results[0].multiple, unit),
         n_problems=n,
         accuracy=round(wins / n, 4),
         ci_low=round(low, 4),
         ci_high=round(high, 4),
         oracle_accuracy=round(sum(r.oracle for r in results) / n, 4),
+        mean_units=round(sum(r.units for r in results) / n, 1),
         mean_generated_tokens=round(generated / n, 1),
         mean_prefilled_tokens=round(prefilled / n, 1),
         mean_cached_tokens=round(sum(r.cached for r in results) / n, 1),
         mean_scored_tokens=round(scored / n, 1),
+        mean_cached_scored_tokens=round(sum(r.cached_scored for r in results) / n, 1),
         mean_total_tokens=round((generated + prefilled + scored) / n, 1),
         mean_candidates=round(sum(r.candidates for r in results) / n, 2),
         stop_reasons=dict(sorted(Counter(r.stop_reason for r in results).items())),
@@ -115,3 +138,18 @@ def summarize(results: Sequence[ProblemResult], wall: float, engine_tps: float, 
         tokens_per_s=round(tps, 1),
         engine_efficiency=round(tps / engine_tps, 3) if engine_tps else None,
     )
+
+
+def point_of_row(row: dict[str, Any], labels: Labels) -> SweepPoint:
+    """A point as `search.json` holds it; one written before the compute unit gets its token budget as
+    `budget`, no units (0.0) and the sweep's labels."""
+    old = dict(row)
+    if "budget_tokens" in old:
+        old["budget"] = old.pop("budget_tokens")
+    defaults = {
+        "tier": labels.tier,
+        "split": labels.split,
+        "mean_units": 0.0,
+        "mean_cached_scored_tokens": 0.0,
+    }
+    return SweepPoint(**{**defaults, **old})

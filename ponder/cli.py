@@ -208,7 +208,7 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
             if args.tasks is not None:
                 source = file_source(args.tasks, args.problems, args.split)
             else:
-                source = countdown_source(args.tier or 4, args.problems)
+                source = countdown_source(args.tier or 4, args.problems, args.split or "eval")
         except (ValueError, OSError) as error:  # a missing or malformed task file
             print(f"ponder eval search: {error}", file=sys.stderr)
             return 2
@@ -455,8 +455,9 @@ def add_eval_search(suites: Subparsers) -> None:
         help="every strategy x budget: accuracy against compute (results/search.{json,md,png})",
         description="Sweep strategies x budgets over a Countdown tier's held-out problems, or over your own "
         "task file (--tasks), on engines started here (--models) or on a running Ponder server (--server). "
-        "Budgets are multiples of greedy's mean generated tokens; a budget counts generated + PRM-scored "
-        "tokens. Also fits auto's strategy table (cross-fitted for its own points in-process; on a server, "
+        "Budgets are multiples of greedy's mean cost in compute units (generated-token equivalents, each "
+        "kind of token at the served models' weights). Also fits auto's strategy table (cross-fitted for "
+        "its own points in-process; on a server, "
         "auto is measured as served).",
     )
     add_models(search)
@@ -471,7 +472,11 @@ def add_eval_search(suites: Subparsers) -> None:
         help="your own JSONL task file instead: GSM8K / MATH-500 style (question or problem; answer or "
         "solution), or Ponder's task-set format (id, prompt, answer, tier, kind); graded by math-verify",
     )
-    problems.add_argument("--split", help="a label for the task file's split (dev, test, ...) in the reports")
+    problems.add_argument(
+        "--split",
+        help="a Countdown tier's split: eval (default, for reporting) or dev (for tuning and auto's table); "
+        "with --tasks, a label for the file's split (dev, test, ...) in the reports",
+    )
     problems.add_argument("--problems", type=int, help="only the first N problems (default: all)")
     problems.add_argument(
         "--prompt-style",
@@ -491,7 +496,7 @@ def add_eval_search(suites: Subparsers) -> None:
     search.add_argument(
         "--strategies", help="comma-separated labels (default: all): " + ", ".join(STRATEGY_LABELS)
     )
-    search.add_argument("--multiples", default="1,2,4,16,64", help="budgets as multiples of greedy's tokens")
+    search.add_argument("--multiples", default="1,2,4,16,64", help="budgets as multiples of greedy's cost")
     search.add_argument("--concurrency", type=int, default=64, help="problems searched at once")
     search.add_argument(
         "--temperature", type=float, default=0.8, help="sampling temperature of every search (HF recipe: 0.8)"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from engines.base import PolicyEngine
+from engines.cost import CostWeights
 from engines.cpu_binding import engine_cores, on_cpu_backend
 from engines.remote import RemotePolicyEngine
 from engines.spec import SpecError
@@ -36,6 +37,7 @@ class Engines:
     policy: PolicyEngine
     prm: StepVerifier
     stops: list[Callable[[], None]] = field(default_factory=list)
+    weights: CostWeights = field(default_factory=CostWeights)  # what their tokens cost (`engines.cost`)
 
     @classmethod
     def start(cls, settings: EngineSettings) -> Engines:
@@ -49,7 +51,7 @@ class Engines:
         except BaseException:
             stop_all(stops)  # what did start
             raise
-        return cls(policy, prm, stops)
+        return cls(policy, prm, stops, settings.weights())
 
     def shutdown(self) -> None:
         stop_all(self.stops)

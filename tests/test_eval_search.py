@@ -14,6 +14,7 @@ from fake_prm import FakePRM
 
 from evaluation.auto_fit import FitInputs, fit_table
 from evaluation.report import read_points, read_problem_results, search_markdown, write_outputs
+from evaluation.search import labels_of
 from evaluation.solver_local import InProcessSolver
 from evaluation.sweep import sweep
 from evaluation.sweep_records import SWEEP_ENTRIES, ProblemResult, SweepPoint, summarize
@@ -69,10 +70,10 @@ def test_each_committed_point_summarises_its_problems() -> None:
     assert [(p.strategy, p.budget_multiple) for p in points] == list(by_point)
 
     def untimed(p: SweepPoint) -> SweepPoint:  # the wall time is not in the per-problem file
-        return replace(p, budget_tokens=0, wall_s=0.0, tokens_per_s=0.0, engine_efficiency=None)
+        return replace(p, budget=0, wall_s=0.0, tokens_per_s=0.0, engine_efficiency=None)
 
     for point in points:
-        summary = summarize(by_point[(point.strategy, point.budget_multiple)], 1.0, 1.0, 1.0)
+        summary = summarize(by_point[(point.strategy, point.budget_multiple)], 1.0, 1.0, 1.0, labels_of(meta))
         assert untimed(summary) == untimed(point)
     assert meta["n_problems"] == points[0].n_problems
 
@@ -123,7 +124,7 @@ async def test_the_sweep_runs_on_fake_engines_and_its_reports_read_back(tmp_path
     assert len(run.results) == len(lines) * len(tasks)
     assert len(log_path.read_text().splitlines()) == 4  # one line per entry's point, as it completes
     assert set(run.probe) == {t.id for t in tasks} and run.table.budgets == [1.0, 4.0]
-    meta = {"tier": 4, "n_problems": 6, "greedy_token_cost": 1, "engine_generated_tokens_per_s": 1}
+    meta = {"tier": 4, "n_problems": 6, "greedy_cost_units": 1, "engine_generated_tokens_per_s": 1}
     write_outputs(tmp_path / "search.json", run.points, run.results, run.probe, {**meta, "temperature": 0.8})
     assert read_points(tmp_path / "search.json") == run.points
     read = read_problem_results(tmp_path / "search-problems.jsonl")

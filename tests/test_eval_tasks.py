@@ -354,5 +354,5 @@ async def test_a_math_file_sweeps_on_the_real_engines(
     # context is full, which no PRM-guided strategy can score (`solver_local` gives such a probe 0.0)
     await evaluate(solver, {"models": "default"}, source, out, ["majority_vote"], [1.0], 3, table_out)
     meta = check_reports(out, ["majority_vote"], [1.0], 3)
-    assert meta["task_file"] == str(MATH_EXAMPLE) and meta["greedy_token_cost"] > 0
+    assert meta["task_file"] == str(MATH_EXAMPLE) and meta["greedy_cost_units"] > 0
     assert AutoTable.load(table_out).budgets == [1.0]

@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
+from engines.usage import Usage
 from engines.vllm_engine import VLLMPolicyEngine
 from ponder.defaults import DEFAULT_MODELS
 from server.main import create_app
@@ -52,8 +53,27 @@ def idle(policy: VLLMPolicyEngine, prm: VLLMPRM) -> bool:
     )
 
 
-def spent(usage: Any) -> int:
-    return int(usage.completion_tokens) + int(usage.model_extra["scored_tokens"])
+def spent(usage: Any) -> float:
+    """The compute units a response's usage reports, checked against its raw counts at the weights the
+    server reads for the default models."""
+    details = usage.prompt_tokens_details
+    cached = int(details.cached_tokens or 0) if details is not None else 0
+    counted = (
+        ServerSettings(models=DEFAULT_MODELS)
+        .weights()
+        .units(
+            Usage(
+                prompt_tokens=int(usage.prompt_tokens),
+                cached_prompt_tokens=cached,
+                generated_tokens=int(usage.completion_tokens),
+                scored_tokens=int(usage.model_extra["scored_tokens"]),
+                cached_scored_tokens=int(usage.model_extra["cached_scored_tokens"]),
+            )
+        )
+    )
+    reported = float(usage.model_extra["compute_units"])
+    assert reported == pytest.approx(counted, abs=1e-2)
+    return reported
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
