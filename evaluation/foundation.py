@@ -277,7 +277,8 @@ async def evaluate_pair(
 
 def card_metrics(recipe: dict[str, Any], out: Path) -> dict[str, Any]:
     """Quick held-out metrics of a freshly trained pair (`ponder train`'s card stage records them in both
-    checkpoints' cards), also written to OUT/eval.json."""
+    checkpoints' cards), also written to OUT/eval.json. On the **dev** split: training-time checks are
+    tuning, and the eval split is kept for `ponder eval foundation`'s report."""
     table = recipe["eval"]
     engines = Engines.start(EngineSettings(models=out))
     try:
@@ -289,6 +290,7 @@ def card_metrics(recipe: dict[str, Any], out: Path) -> dict[str, Any]:
                 int(table["samples"]),
                 label_rollouts=4,
                 benchmark=bool(table.get("benchmark", True)),
+                split="dev",
             )
         )
     finally:
