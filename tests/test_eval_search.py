@@ -130,3 +130,16 @@ async def test_the_sweep_runs_on_fake_engines_and_its_reports_read_back(tmp_path
     read = read_problem_results(tmp_path / "search-problems.jsonl")
     assert [r for r, _ in read] == run.results
     assert all(value == round(run.probe[r.task], 4) for r, value in read)
+
+
+def test_a_point_from_before_the_compute_unit_reads_with_its_token_budget() -> None:
+    from evaluation.sweep_records import Labels, point_of_row
+
+    new = asdict(read_points(RESULTS / "search.json")[1])
+    old = {
+        k: v for k, v in new.items() if k not in ("tier", "split", "mean_units", "mean_cached_scored_tokens")
+    }
+    old["budget_tokens"] = old.pop("budget")
+    point = point_of_row(old, Labels(tier=4, split="eval"))
+    assert point.budget == new["budget"] and point.mean_units == 0.0
+    assert (point.tier, point.split) == (4, "eval")
