@@ -23,7 +23,7 @@ from server.engines import Engines
 from server.settings import EngineSettings
 from tasks.countdown import Problem
 from tasks.datasets import countdown_problem
-from tasks.sets import load_eval_set
+from tasks.sets import load_dev_set, load_eval_set
 from verifiers.countdown import check_solution, split_steps, wrong_arithmetic
 from verifiers.prm import Candidate
 
@@ -83,8 +83,12 @@ async def _sample_and_score(
     return read, scores, len(kinds) - len(read)
 
 
-def prm_failure_results(models: Path, out: Path, tier: int, problems: int, samples: int) -> dict[str, Any]:
-    chosen = [countdown_problem(t) for t in load_eval_set(tier, limit=problems)]
+def prm_failure_results(
+    models: Path, out: Path, tier: int, problems: int, samples: int, split: str = "dev"
+) -> dict[str, Any]:
+    """On the dev split by default: where the PRM fails is what its next change is chosen by."""
+    load = load_dev_set if split == "dev" else load_eval_set
+    chosen = [countdown_problem(t) for t in load(tier, limit=problems)]
     engines = Engines.start(EngineSettings(models=models))
     try:
         started = time.time()
@@ -93,6 +97,7 @@ def prm_failure_results(models: Path, out: Path, tier: int, problems: int, sampl
         engines.shutdown()
     report = {
         "tier": tier,
+        "split": split,
         "problems": len(chosen),
         "solutions": len(kinds),
         "skipped_too_long": too_long,
@@ -101,7 +106,7 @@ def prm_failure_results(models: Path, out: Path, tier: int, problems: int, sampl
         "models": str(models),
         "eval_seconds": round(time.time() - started, 1),
         "command": f"ponder eval prm-failures --models {models} --tier {tier} --problems {problems} "
-        f"--samples {samples}",
+        f"--samples {samples} --split {split}",
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -172,7 +172,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_eval_prm_failures(args: argparse.Namespace) -> int:
     from evaluation.prm_failures import prm_failure_results
 
-    report = prm_failure_results(args.models, args.out, args.tier, args.problems, args.samples)
+    report = prm_failure_results(args.models, args.out, args.tier, args.problems, args.samples, args.split)
     print(json.dumps({k: report[k] for k in ("solutions", "prm_auroc_final", "kinds")}, indent=2))
     return 0
 
@@ -446,6 +446,12 @@ def add_eval_prm_failures(suites: Subparsers) -> None:
     failures.add_argument("--tier", type=int, default=4, choices=[3, 4, 5])
     failures.add_argument("--problems", type=int, default=150, help="held-out problems (max 300)")
     failures.add_argument("--samples", type=int, default=16, help="sampled solutions per problem")
+    failures.add_argument(
+        "--split",
+        choices=["dev", "eval"],
+        default="dev",
+        help="which held-out set (default dev: the failures guide the PRM's next change)",
+    )
     failures.set_defaults(func=cmd_eval_prm_failures)
 
 
