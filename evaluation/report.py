@@ -56,9 +56,7 @@ def write_outputs(
 
 def read_points(out: Path) -> list[SweepPoint]:
     meta = json.loads(meta_path(out).read_text()) if meta_path(out).exists() else {}
-    tier = meta.get("tier")
-    labels = Labels(tier=None if tier is None else int(tier), split=meta.get("split"))
-    return [point_of_row(row, labels) for row in json.loads(out.read_text())]
+    return [point_of_row(row, Labels.of(meta)) for row in json.loads(out.read_text())]
 
 
 def read_problem_results(path: Path) -> list[tuple[ProblemResult, float]]:

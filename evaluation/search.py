@@ -100,7 +100,7 @@ async def evaluate(
     log_path = out.with_name(out.stem + "-progress.jsonl")
     log_path.unlink(missing_ok=True)
     run = await sweep(
-        solver, source.tasks, entries, multiples, concurrency, temperature, log_path, labels_of(source.meta)
+        solver, source.tasks, entries, multiples, concurrency, temperature, log_path, Labels.of(source.meta)
     )
     log_path.unlink(missing_ok=True)
     meta = {
@@ -172,7 +172,7 @@ def rerun_auto(
         concurrency=concurrency,
         temperature=float(meta["temperature"]),
         engine_tps=None if rate is None else float(rate),
-        labels=labels_of(meta),
+        labels=Labels.of(meta),
     )
 
     def job(solver: Solver) -> Coroutine[Any, Any, tuple[list[SweepPoint], list[ProblemResult]]]:
@@ -185,12 +185,6 @@ def rerun_auto(
         table_out.parent.mkdir(parents=True, exist_ok=True)
         fit_table(fit, multiples).dump(table_out, fitted_on=source.described, **meta)
     return {"points": points, **meta}
-
-
-def labels_of(meta: dict[str, Any]) -> Labels:
-    """The tier and split a sweep's problems come from, as its points record them."""
-    tier = meta.get("tier")
-    return Labels(tier=None if tier is None else int(tier), split=meta.get("split"))
 
 
 def greedy_cost(meta: dict[str, Any]) -> float:

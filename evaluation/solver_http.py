@@ -32,6 +32,8 @@ from typing import Any
 
 import httpx
 
+from engines.cost import CostWeights
+from engines.usage import Usage
 from evaluation.solver import (
     GREEDY_BUDGET,
     Attempt,
@@ -191,9 +193,10 @@ def solved_of(answer: dict[str, Any], style: PromptStyle) -> Solved:
 def without_the_probe(solved: Solved, answer: dict[str, Any]) -> Solved:
     """Greedy's cost without the PRM's scoring of it: the server's greedy is auto's probe, which scores
     its solution, while greedy itself (the 1x unit, and in-process) reads no PRM."""
-    weights = answer["search"]["cost_weights"]
-    computed = solved.scored - solved.cached_scored
-    probe = computed * float(weights["scored"]) + solved.cached_scored * float(weights["cached_scored"])
+    reported = answer["search"]["cost_weights"]
+    # only the PRM's weights matter: the probe's usage holds nothing else
+    weights = CostWeights(scored=float(reported["scored"]), cached_scored=float(reported["cached_scored"]))
+    probe = weights.units(Usage(scored_tokens=solved.scored, cached_scored_tokens=solved.cached_scored))
     return replace(solved, units=round(solved.units - probe, 3))
 
 

@@ -102,6 +102,12 @@ class Labels:
     tier: int | None = None
     split: str | None = None
 
+    @classmethod
+    def of(cls, meta: dict[str, Any]) -> Labels:
+        """The tier and split a sweep's meta names (None where it names none)."""
+        tier = meta.get("tier")
+        return cls(tier=None if tier is None else int(tier), split=meta.get("split"))
+
 
 def summarize(
     results: Sequence[ProblemResult], wall: float, engine_tps: float, unit: float, labels: Labels

@@ -14,10 +14,9 @@ from fake_prm import FakePRM
 
 from evaluation.auto_fit import FitInputs, fit_table
 from evaluation.report import read_points, read_problem_results, search_markdown, write_outputs
-from evaluation.search import labels_of
 from evaluation.solver_local import InProcessSolver
 from evaluation.sweep import sweep
-from evaluation.sweep_records import SWEEP_ENTRIES, ProblemResult, SweepPoint, summarize
+from evaluation.sweep_records import SWEEP_ENTRIES, Labels, ProblemResult, SweepPoint, summarize
 from ponder.cli import STRATEGY_LABELS
 from server.engines import Engines
 from tasks.sets import load_eval_set
@@ -73,7 +72,7 @@ def test_each_committed_point_summarises_its_problems() -> None:
         return replace(p, budget=0, wall_s=0.0, tokens_per_s=0.0, engine_efficiency=None)
 
     for point in points:
-        summary = summarize(by_point[(point.strategy, point.budget_multiple)], 1.0, 1.0, 1.0, labels_of(meta))
+        summary = summarize(by_point[(point.strategy, point.budget_multiple)], 1.0, 1.0, 1.0, Labels.of(meta))
         assert untimed(summary) == untimed(point)
     assert meta["n_problems"] == points[0].n_problems
 
@@ -133,7 +132,7 @@ async def test_the_sweep_runs_on_fake_engines_and_its_reports_read_back(tmp_path
 
 
 def test_a_point_from_before_the_compute_unit_reads_with_its_token_budget() -> None:
-    from evaluation.sweep_records import Labels, point_of_row
+    from evaluation.sweep_records import point_of_row
 
     new = asdict(read_points(RESULTS / "search.json")[1])
     old = {
