@@ -186,7 +186,9 @@ async def test_prm_reuses_a_scored_prefix_and_gives_the_same_scores(
     for row in (reused.step_scores[0], again.step_scores[0], fresh.step_scores[0]):
         assert len(row) == len(lines)
         assert max(abs(a - b) for a, b in zip(row, reference.step_scores[0], strict=True)) < 1e-3
-    assert reused.step_scores[0][:3] == first.step_scores[0]
+    # a tag inside the cached blocks takes its known score; one past them (how far the cache reaches
+    # depends on block boundaries and on what else was cached) is computed again, equal up to float rounding
+    assert reused.step_scores[0][:3] == pytest.approx(first.step_scores[0], abs=1e-5)
 
 
 def test_engines_report_healthy(policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM) -> None:
