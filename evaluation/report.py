@@ -112,6 +112,12 @@ def search_markdown(points: Sequence[SweepPoint], meta: dict[str, Any]) -> str:
             f"Searched on the server {meta['server']}, model `{meta['model']}`; `auto` as served there "
             "(the server's own table, not cross-fitted)."
         )
+    elif "auto_table" in meta:
+        given = meta["auto_table"]
+        lines.append(
+            f"`auto` chose by the table `{given['path']}`, fitted on {given['fitted_on']} "
+            "(not on these problems)."
+        )
     lines += [
         "",
         "| strategy | budget | accuracy | 95% CI | oracle | units | generated | prefilled | cached | scored "

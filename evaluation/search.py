@@ -10,13 +10,16 @@ Contract:
 - `search_results(backend, source, out, ...)` sweeps the chosen entries x budget multiples over the
   source's problems (a Countdown tier or a user's task file, `evaluation.task_source`) and calls
   `evaluate`, the async core that tests also call on engines they started: it runs the sweep
-  (`evaluation.sweep`; its points are also logged to `-progress.jsonl` while it runs), writes the reports
+  (`evaluation.sweep`; its points are also logged to `-progress.jsonl` while it runs, which `resume`
+  picks up after an interrupted run, and which is removed once the reports are written), writes the reports
   (`evaluation.report`: `search.json`, `.md`, `.png`, `-meta.json`, `-problems.jsonl`) and, unless
   `table_out` is None, `auto`'s table fitted on every problem (`evaluation.auto_fit`), which `ponder
-  serve` reads from `MODELS/auto_table.json`.
+  serve` reads from `MODELS/auto_table.json`. Given `auto_from` (a table file fitted on another split:
+  the dev sweep's, for the eval split's report), auto is measured with that table instead of being
+  cross-fitted here, and the meta names the table and what it was fitted on.
 - `rerun_auto` re-measures only `auto` from a finished sweep's per-problem results (after a change to
-  auto), keeping every other point; the problems, the budget unit and the raw engine rate are the
-  sweep's.
+  auto), keeping every other point; the problems, the budget unit, the raw engine rate and the table
+  (refitted, or the one fitted elsewhere that the sweep used) are the sweep's.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ from evaluation.report import meta_path, problems_path, read_points, read_proble
 from evaluation.solver import PROMPT_STYLES, PromptStyle, Solver, prompt_style
 from evaluation.solver_http import HttpSolver, ServerAddress
 from evaluation.solver_local import InProcessSolver
-from evaluation.sweep import RunSettings, measure_auto, sweep
+from evaluation.sweep import RunSettings, measure_auto, measure_auto_with, sweep
 from evaluation.sweep_records import SWEEP_ENTRIES, Labels, ProblemResult, SweepPoint
 from evaluation.task_source import TaskSource, source_of
+from searchers.auto import AutoTable
 from server.engines import Engines
 from server.settings import EngineSettings
 
@@ -91,16 +95,27 @@ async def evaluate(
     table_out: Path | None,
     temperature: float = 0.8,
     style: PromptStyle | None = None,
+    auto_from: Path | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """The sweep on `solver`, its reports at `out` and, unless `table_out` is None, auto's table there.
     `where` is `backend_meta`'s description of the solver."""
     entries = [e for e in SWEEP_ENTRIES if labels is None or e.label in labels]
+    given = None if auto_from is None else AutoTable.load(auto_from)
     started = time.time()
     out.parent.mkdir(parents=True, exist_ok=True)
-    log_path = out.with_name(out.stem + "-progress.jsonl")
-    log_path.unlink(missing_ok=True)
+    log_path = out.with_name(out.stem + "-progress.jsonl")  # kept until the reports are written
     run = await sweep(
-        solver, source.tasks, entries, multiples, concurrency, temperature, log_path, Labels.of(source.meta)
+        solver,
+        source.tasks,
+        entries,
+        multiples,
+        concurrency,
+        temperature,
+        log_path,
+        Labels.of(source.meta),
+        given,
+        resume,
     )
     log_path.unlink(missing_ok=True)
     meta = {
@@ -112,12 +127,28 @@ async def evaluate(
         "greedy_cost_units": round(run.unit, 2),
         "engine_generated_tokens_per_s": run.engine_tps,
         "seconds": round(time.time() - started, 1),
+        **_auto_source(auto_from),
     }
     write_outputs(out, run.points, run.results, run.probe, meta)
     if table_out is not None:
         table_out.parent.mkdir(parents=True, exist_ok=True)
         run.table.dump(table_out, fitted_on=source.described, **meta)
     return {"points": run.points, **meta, **({"table": str(table_out)} if table_out else {})}
+
+
+def _auto_source(auto_from: Path | None) -> dict[str, Any]:
+    """The meta's account of a table fitted elsewhere: its file and what it was fitted on."""
+    if auto_from is None:
+        return {}
+    fitted = json.loads(auto_from.read_text())
+    return {
+        "auto_table": {
+            "path": str(auto_from),
+            "fitted_on": fitted.get("fitted_on"),
+            "split": fitted.get("split"),
+            "tier": fitted.get("tier"),
+        }
+    }
 
 
 def _styles(source: TaskSource, style: PromptStyle | None) -> dict[str, Any]:
@@ -137,12 +168,25 @@ def search_results(
     table_out: Path | None,
     temperature: float = 0.8,
     style: PromptStyle | None = None,
+    auto_from: Path | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     where = backend_meta(backend)
 
     def job(solver: Solver) -> Coroutine[Any, Any, dict[str, Any]]:
         return evaluate(
-            solver, where, source, out, labels, multiples, concurrency, table_out, temperature, style
+            solver,
+            where,
+            source,
+            out,
+            labels,
+            multiples,
+            concurrency,
+            table_out,
+            temperature,
+            style,
+            auto_from,
+            resume,
         )
 
     return with_solver(backend, concurrency, style, job)
@@ -175,13 +219,18 @@ def rerun_auto(
         labels=Labels.of(meta),
     )
 
+    given = meta.get("auto_table")  # the sweep measured auto with a table fitted elsewhere: so again
+
     def job(solver: Solver) -> Coroutine[Any, Any, tuple[list[SweepPoint], list[ProblemResult]]]:
+        if given is not None:
+            table = AutoTable.load(Path(given["path"]))
+            return measure_auto_with(solver, source.tasks, table, multiples, settings)
         return measure_auto(solver, source.tasks, fit, multiples, settings)
 
     auto_points, auto_results = with_solver(backend, concurrency, style, job)
     points = [p for p in read_points(out) if p.strategy != "auto"] + auto_points
     write_outputs(out, points, kept + auto_results, probe, meta)
-    if table_out is not None:
+    if table_out is not None and given is None:
         table_out.parent.mkdir(parents=True, exist_ok=True)
         fit_table(fit, multiples).dump(table_out, fitted_on=source.described, **meta)
     return {"points": points, **meta}

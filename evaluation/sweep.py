@@ -9,13 +9,17 @@ Contract:
   (entry, multiple) point through the solver, many problems concurrently, as a server would
   (`run_point`). Every answer and candidate is graded here (`verifiers.outcome.grade`, by the task's
   kind), whichever solver ran the search.
-- `auto` is measured out of sample where the solver lets its table be set (`measure_auto`): its table is
-  fitted on half the problems and scored on the other half, both ways (cross-fitting). Where it does not
-  (a running server), `auto` is measured as served, on every problem. The table fitted on all problems
-  is the one that ships next to the models.
+- `auto` is measured out of sample where the solver lets its table be set. Given a table fitted
+  elsewhere (`auto_table`: the dev split's, for a sweep on the eval split), every problem is solved with
+  it (`measure_auto_with`). Without one, `measure_auto` cross-fits: a table fitted on half the problems
+  is scored on the other half, both ways. Where the solver's table is not ours to set (a running
+  server), `auto` is measured as served, on every problem. The table a sweep returns is the given one,
+  or the one fitted on all its problems (which ships next to the models when the sweep ran on dev).
 - It returns the points (`SweepPoint`s: greedy's, then each entry's by multiple, then auto's), every
-  per-problem `ProblemResult` in the same order, the probe values and that table; each entry's point
-  is also appended to a progress log as it completes. Writing the reports is `evaluation.report`'s.
+  per-problem `ProblemResult` in the same order, the probe values and that table. Greedy's run and each
+  entry's point are logged with their results as they complete (`evaluation.sweep_progress`), and a
+  resumed sweep takes the points already logged instead of running them again (auto's are always run).
+  Writing the reports is `evaluation.report`'s.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from tqdm import tqdm
 
 from evaluation.auto_fit import FitInputs, fit_table
 from evaluation.solver import Attempt, Solved, Solver
+from evaluation.sweep_progress import GreedyReference, SweepProgress
 from evaluation.sweep_records import Labels, ProblemResult, SweepEntry, SweepPoint, budget_units, summarize
 from searchers.auto import AutoTable
 from tasks.datasets import Task
@@ -53,14 +58,6 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
-class GreedyReference:
-    results: list[ProblemResult]
-    probe: dict[str, float]  # task -> the PRM's value of its greedy solution
-    unit: float  # mean compute units
-    wall: float
-
-
-@dataclass(frozen=True)
 class SweepRun:
     points: list[SweepPoint]
     results: list[ProblemResult]
@@ -68,7 +65,7 @@ class SweepRun:
     table: AutoTable  # fitted on every problem
     unit: float
     engine_tps: float | None  # None: the solver could not measure it (a running server)
-    auto_cross_fitted: bool  # False: auto was measured as served, with the server's own table
+    auto_cross_fitted: bool  # False: auto ran with a table fitted elsewhere, or as a server serves it
 
 
 def graded(task: Task, label: str, multiple: float, solved: Solved) -> ProblemResult:
@@ -123,12 +120,14 @@ async def run_point(
 
 
 async def greedy_reference(solver: Solver, tasks: Sequence[Task]) -> GreedyReference:
-    """Greedy on every task: the 1x unit (its mean cost), its results, and its PRM value (auto's probe)."""
+    """Greedy on every task: the 1x unit (its mean cost), its results, and its PRM value (auto's probe);
+    and the raw engine's rate, measured first."""
+    engine_tps = await solver.engine_tokens_per_s()
     run = await solver.greedy(tasks)
     results = [_greedy_result(task, solved) for task, solved in zip(tasks, run.solved, strict=True)]
     probe = {task.id: value for task, value in zip(tasks, run.probe, strict=True)}
     unit = statistics.mean(r.units for r in results)
-    return GreedyReference(results=results, probe=probe, unit=unit, wall=run.wall)
+    return GreedyReference(results=results, probe=probe, unit=unit, wall=run.wall, engine_tps=engine_tps)
 
 
 def _greedy_result(task: Task, solved: Solved) -> ProblemResult:
@@ -164,6 +163,22 @@ async def measure_auto(
     groups: list[tuple[Sequence[Task], Solver]] = [(tasks, solver)]
     if fitted[0] is not None and fitted[1] is not None:
         groups = [(halves[0], fitted[0]), (halves[1], fitted[1])]
+    return await _measure_auto_in(groups, multiples, settings)
+
+
+async def measure_auto_with(
+    solver: Solver, tasks: Sequence[Task], table: AutoTable, multiples: Sequence[float], settings: RunSettings
+) -> tuple[list[SweepPoint], list[ProblemResult]]:
+    """`auto` on every task with `table`, fitted on other problems (or as served, where the solver's
+    table is not ours to set)."""
+    fitted = solver.with_auto_table(table)
+    return await _measure_auto_in([(tasks, fitted or solver)], multiples, settings)
+
+
+async def _measure_auto_in(
+    groups: Sequence[tuple[Sequence[Task], Solver]], multiples: Sequence[float], settings: RunSettings
+) -> tuple[list[SweepPoint], list[ProblemResult]]:
+    """One auto point a multiple over every (tasks, solver) group together."""
     points, records = [], []
     for multiple in multiples:
         point_results: list[ProblemResult] = []
@@ -188,11 +203,20 @@ async def sweep(
     temperature: float,
     log_path: Path | None = None,
     labels: Labels = NO_LABELS,
+    auto_table: AutoTable | None = None,
+    resume: bool = False,
 ) -> SweepRun:
-    """All points; each entry's is also appended to `log_path` as it completes (a long run keeps its
-    progress)."""
-    engine_tps = await solver.engine_tokens_per_s()
-    greedy = await greedy_reference(solver, tasks)
+    """All points; greedy's run and each entry's point are also logged to `log_path` as they complete
+    (`evaluation.sweep_progress`), and with `resume` the points an earlier run of the same sweep logged
+    there are taken from it instead of being run again. `auto_table`: measure auto with this table,
+    fitted on other problems, instead of cross-fitting one here."""
+    header = {"tasks": [t.id for t in tasks], "temperature": temperature, "labels": asdict(labels)}
+    progress = SweepProgress.open(log_path, header, resume)
+    if progress.greedy is None:
+        progress.record_greedy(await greedy_reference(solver, tasks))
+    greedy = progress.greedy
+    assert greedy is not None
+    engine_tps = greedy.engine_tps
     settings = RunSettings(
         unit=greedy.unit,
         concurrency=concurrency,
@@ -204,13 +228,20 @@ async def sweep(
     results = list(greedy.results)
     for entry in tqdm(entries, desc="strategies"):
         for multiple in multiples:
-            found, wall = await run_point(solver, tasks, entry, multiple, settings)
-            points.append(summarize(found, wall, engine_tps or 0.0, settings.unit, labels))
+            if (entry.label, multiple) not in progress.done:
+                found, wall = await run_point(solver, tasks, entry, multiple, settings)
+                progress.record_point(summarize(found, wall, engine_tps or 0.0, settings.unit, labels), found)
+                _show(progress.done[(entry.label, multiple)][0])
+            point, found = progress.done[(entry.label, multiple)]
+            points.append(point)
             results += found
-            _log_point(points[-1], log_path)
-    fit = FitInputs.from_results(results, greedy.probe)
-    auto_points, auto_results = await measure_auto(solver, tasks, fit, multiples, settings)
-    table = fit_table(fit, multiples)
+    if auto_table is None:
+        fit = FitInputs.from_results(results, greedy.probe)
+        auto_points, auto_results = await measure_auto(solver, tasks, fit, multiples, settings)
+        table = fit_table(fit, multiples)
+    else:
+        auto_points, auto_results = await measure_auto_with(solver, tasks, auto_table, multiples, settings)
+        table = auto_table
     return SweepRun(
         points=points + auto_points,
         results=results + auto_results,
@@ -218,17 +249,14 @@ async def sweep(
         table=table,
         unit=greedy.unit,
         engine_tps=engine_tps,
-        auto_cross_fitted=solver.with_auto_table(table) is not None,
+        auto_cross_fitted=auto_table is None and solver.with_auto_table(table) is not None,
     )
 
 
-def _log_point(point: SweepPoint, log_path: Path | None) -> None:
+def _show(point: SweepPoint) -> None:
     headline = {
         "strategy": point.strategy,
         "budget_multiple": point.budget_multiple,
         "accuracy": point.accuracy,
     }
     tqdm.write(json.dumps(headline))
-    if log_path is not None:
-        with log_path.open("a") as handle:
-            handle.write(json.dumps(asdict(point)) + "\n")

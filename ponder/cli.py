@@ -182,6 +182,7 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
     from evaluation.search import InProcess, rerun_auto, search_results
     from evaluation.solver import SearchFailed
     from evaluation.solver_http import ServerAddress
+    from evaluation.sweep_progress import OtherSweep
     from evaluation.task_source import countdown_source, file_source
 
     labels = None if not args.strategies else [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -191,6 +192,9 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
         return 2
     if args.tasks is not None and args.tier is not None:
         print("give --tasks FILE or --tier N, not both", file=sys.stderr)
+        return 2
+    if args.server and args.auto_table is not None:
+        print("--auto-table: a server's auto runs with the server's own table", file=sys.stderr)
         return 2
     multiples = [float(m) for m in args.multiples.split(",")]
     backend = (
@@ -222,10 +226,15 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
             table_out,
             args.temperature,
             args.prompt_style,
+            search_auto_from(args),
+            args.resume,
         )
     except SearchFailed as error:  # an engine refused a prompt, or the server answered an error
         print(f"ponder eval search: {error}", file=sys.stderr)
         return 1
+    except OtherSweep as error:  # --resume on another sweep's progress log
+        print(f"ponder eval search: {error}", file=sys.stderr)
+        return 2
     print(args.out.with_suffix(".md").read_text())
     print(json.dumps({k: v for k, v in report.items() if k != "points"}, indent=2))
     if table_out is None and args.server and not args.no_table:
@@ -233,14 +242,32 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def on_the_eval_split(args: argparse.Namespace) -> bool:
+    """A Countdown tier's eval split: reported on, never fitted on."""
+    return args.tasks is None and (args.split or "eval") == "eval"
+
+
 def search_table_out(args: argparse.Namespace) -> Path | None:
     """Where `ponder eval search` writes auto's table: --table-out; else MODELS/auto_table.json for an
-    in-process sweep, and nowhere for one on a server (its models are not here)."""
+    in-process sweep that is not on the eval split (auto's table is chosen on dev), and nowhere for one
+    on a server (its models are not here)."""
     if args.no_table:
         return None
     if args.table_out is not None:
         return Path(args.table_out)
-    return None if args.server else Path(args.models) / "auto_table.json"
+    return None if args.server or on_the_eval_split(args) else Path(args.models) / "auto_table.json"
+
+
+def search_auto_from(args: argparse.Namespace) -> Path | None:
+    """The table auto is measured with, fitted on other problems: --auto-table; else, in-process on the
+    eval split, MODELS/auto_table.json where one was fitted (on dev). None: cross-fit auto on the sweep's
+    own problems, or, on a server, measure auto as served."""
+    if args.server:
+        return None
+    if args.auto_table is not None:
+        return Path(args.auto_table)
+    shipped = Path(args.models) / "auto_table.json"
+    return shipped if on_the_eval_split(args) and shipped.exists() else None
 
 
 def cmd_eval_replay(args: argparse.Namespace) -> int:
@@ -462,9 +489,9 @@ def add_eval_search(suites: Subparsers) -> None:
         description="Sweep strategies x budgets over a Countdown tier's held-out problems, or over your own "
         "task file (--tasks), on engines started here (--models) or on a running Ponder server (--server). "
         "Budgets are multiples of greedy's mean cost in compute units (generated-token equivalents, each "
-        "kind of token at the served models' weights). Also fits auto's strategy table (cross-fitted for "
-        "its own points in-process; on a server, "
-        "auto is measured as served).",
+        "kind of token at the served models' weights). On dev or a task file it also fits auto's strategy "
+        "table (cross-fitted for its own points in-process); on a Countdown eval split auto is measured "
+        "with the table fitted on dev; on a server, auto is measured as served.",
     )
     add_models(search)
     search.add_argument("--out", type=Path, default=Path("results/search.json"))
@@ -514,6 +541,18 @@ def add_eval_search(suites: Subparsers) -> None:
         "with --server: not written unless given)",
     )
     search.add_argument("--no-table", action="store_true", help="do not write auto's table")
+    search.add_argument(
+        "--auto-table",
+        type=Path,
+        help="measure auto with this table, fitted on other problems (default on a Countdown eval split: "
+        "MODELS/auto_table.json, fitted on dev; otherwise auto is cross-fitted on the sweep's problems)",
+    )
+    search.add_argument(
+        "--resume",
+        action="store_true",
+        help="take the points an interrupted run of the same sweep logged in OUT's -progress.jsonl "
+        "instead of running them again (a sweep longer than a session)",
+    )
     search.add_argument(
         "--auto-only",
         action="store_true",

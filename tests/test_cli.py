@@ -126,6 +126,23 @@ def test_eval_search_parses_a_task_file_and_a_server() -> None:
     assert defaults.tasks is None and defaults.tier is None and defaults.problems is None  # tier 4, all
 
 
+def test_eval_search_fits_auto_on_dev_and_reports_eval_with_that_table(tmp_path: Path) -> None:
+    from ponder.cli import search_auto_from, search_table_out
+
+    models = tmp_path / "m"
+    models.mkdir()
+    dev = build_parser().parse_args(["eval", "search", "--split", "dev", "--models", str(models)])
+    assert search_table_out(dev) == models / "auto_table.json" and search_auto_from(dev) is None
+    evaluated = build_parser().parse_args(["eval", "search", "--models", str(models)])
+    assert search_table_out(evaluated) is None  # never fitted on the eval split
+    assert search_auto_from(evaluated) is None  # no dev table yet: cross-fitted, as the report says
+    (models / "auto_table.json").write_text("{}")
+    assert search_auto_from(evaluated) == models / "auto_table.json"
+    on_server = build_parser().parse_args(["eval", "search", "--server", "http://x", "--auto-table", "t"])
+    assert search_auto_from(on_server) is None  # the server's own table is what auto runs with there
+    assert main(["eval", "search", "--server", "http://x", "--auto-table", "t"]) == 2  # refused, not ignored
+
+
 def test_eval_search_refuses_a_tier_with_a_task_file_and_a_missing_file(capsys: object) -> None:
     assert main(["eval", "search", "--tasks", "x.jsonl", "--tier", "3"]) == 2
     assert main(["eval", "search", "--tasks", "/nonexistent/x.jsonl", "--no-table"]) == 2

@@ -8,7 +8,9 @@ import json
 from collections import defaultdict
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fake_engine import FakeEngine
 from fake_prm import FakePRM
 
@@ -16,8 +18,10 @@ from evaluation.auto_fit import FitInputs, fit_table
 from evaluation.report import read_points, read_problem_results, search_markdown, write_outputs
 from evaluation.solver_local import InProcessSolver
 from evaluation.sweep import sweep
+from evaluation.sweep_progress import OtherSweep
 from evaluation.sweep_records import SWEEP_ENTRIES, Labels, ProblemResult, SweepPoint, summarize
 from ponder.cli import STRATEGY_LABELS
+from searchers.auto import AutoTable
 from server.engines import Engines
 from tasks.sets import load_eval_set
 
@@ -26,9 +30,9 @@ RESULTS = ROOT / "results"
 SHIPPED_TABLE = ROOT / "ponder" / "models" / "default" / "auto_table.json"
 
 
-def committed() -> tuple[list[ProblemResult], dict[str, float], dict[str, object]]:
-    records = read_problem_results(RESULTS / "search-problems.jsonl")
-    meta = json.loads((RESULTS / "search-meta.json").read_text())
+def committed(name: str = "search") -> tuple[list[ProblemResult], dict[str, float], dict[str, Any]]:
+    records = read_problem_results(RESULTS / f"{name}-problems.jsonl")
+    meta = json.loads((RESULTS / f"{name}-meta.json").read_text())
     return [r for r, _ in records], {r.task: value for r, value in records}, meta
 
 
@@ -52,12 +56,19 @@ def test_the_cli_lists_the_swept_labels() -> None:
     assert tuple(e.label for e in SWEEP_ENTRIES) == STRATEGY_LABELS
 
 
-def test_refitting_the_committed_results_gives_the_shipped_table() -> None:
-    results, probe, _ = committed()
+def test_refitting_the_committed_dev_sweep_gives_the_shipped_table() -> None:
+    results, probe, meta = committed("search-dev")
+    assert meta["split"] == "dev"  # auto's table is chosen on dev, never on the eval split it reports on
     fit = FitInputs.from_results(results, probe)
     table = fit_table(fit, sorted({r.multiple for r in fit.searched}))
     shipped = json.loads(SHIPPED_TABLE.read_text())
     assert asdict(table) == {k: shipped[k] for k in ("bins", "budgets", "choices")}
+    assert shipped["split"] == "dev"
+
+
+def test_the_committed_eval_sweep_measures_auto_with_the_dev_table() -> None:
+    _, _, meta = committed("search")
+    assert meta["split"] == "eval" and meta["auto_table"]["split"] == "dev"
 
 
 def test_each_committed_point_summarises_its_problems() -> None:
@@ -121,7 +132,7 @@ async def test_the_sweep_runs_on_fake_engines_and_its_reports_read_back(tmp_path
     assert [p.budget_multiple for p in run.points] == [1.0, 1.0, 4.0, 1.0, 4.0, 1.0, 4.0]
     assert all(p.n_problems == len(tasks) for p in run.points)
     assert len(run.results) == len(lines) * len(tasks)
-    assert len(log_path.read_text().splitlines()) == 4  # one line per entry's point, as it completes
+    assert len(log_path.read_text().splitlines()) == 6  # the header, greedy, then each point as it completes
     assert set(run.probe) == {t.id for t in tasks} and run.table.budgets == [1.0, 4.0]
     meta = {"tier": 4, "n_problems": 6, "greedy_cost_units": 1, "engine_generated_tokens_per_s": 1}
     write_outputs(tmp_path / "search.json", run.points, run.results, run.probe, {**meta, "temperature": 0.8})
@@ -129,6 +140,45 @@ async def test_the_sweep_runs_on_fake_engines_and_its_reports_read_back(tmp_path
     read = read_problem_results(tmp_path / "search-problems.jsonl")
     assert [r for r, _ in read] == run.results
     assert all(value == round(run.probe[r.task], 4) for r, value in read)
+
+
+async def test_a_resumed_sweep_runs_only_the_points_it_had_not_logged(tmp_path: Path) -> None:
+    tasks = load_eval_set(4, limit=5)
+    entries = [e for e in SWEEP_ENTRIES if e.label in ("majority_vote", "beam")]
+    log_path = tmp_path / "progress.jsonl"
+    engine = FakeEngine()
+    solver = InProcessSolver(Engines(engine, FakePRM()))
+    first = await sweep(solver, tasks, entries[:1], [1.0, 4.0], 3, 0.8, log_path=log_path)
+    again = await sweep(solver, tasks, entries, [1.0, 4.0], 3, 0.8, log_path=log_path, resume=True)
+    assert again.points[:3] == first.points[:3] and again.results[:15] == first.results[:15]  # from the log
+    assert [p.strategy for p in again.points[3:5]] == ["beam", "beam"]  # run now, and logged
+    assert len(log_path.read_text().splitlines()) == 6
+    before = engine.calls
+    resumed = await sweep(solver, tasks, entries, [1.0, 4.0], 3, 0.8, log_path=log_path, resume=True)
+    auto_alone = engine.calls - before
+    before = engine.calls
+    await sweep(solver, tasks, entries, [1.0, 4.0], 3, 0.8)
+    assert resumed.points[:5] == again.points[:5] and auto_alone < engine.calls - before  # nothing rerun
+    with pytest.raises(OtherSweep, match="another sweep"):
+        await sweep(solver, tasks[:4], entries, [1.0], 3, 0.8, log_path=log_path, resume=True)
+    fresh = await sweep(solver, tasks[:4], entries[:1], [1.0], 3, 0.8, log_path=log_path)  # not resumed
+    assert fresh.points[0].n_problems == 4 and len(log_path.read_text().splitlines()) == 3
+
+
+async def test_a_table_fitted_elsewhere_is_what_auto_runs_with(tmp_path: Path) -> None:
+    tasks = load_eval_set(4, limit=6)
+    entries = [e for e in SWEEP_ENTRIES if e.label == "majority_vote"]
+    solver = InProcessSolver(Engines(FakeEngine(), FakePRM()))
+    always = {"strategy": "best_of_n", "knobs": {"select": "vote"}, "label": "majority_vote"}
+    given = AutoTable([0.2, 0.5], [1.0, 4.0], {str(b): {"1.0": always, "4.0": always} for b in range(3)})
+    run = await sweep(solver, tasks, entries, [1.0, 4.0], concurrency=3, temperature=0.8, auto_table=given)
+    assert run.table is given and not run.auto_cross_fitted
+    auto = [r for r in run.results if r.label == "auto" and r.multiple == 4.0]
+    assert len(auto) == len(tasks) and all(r.candidates > 1 for r in auto)  # voted, as the table says
+    greedy = {"strategy": "greedy"}
+    never = AutoTable([0.2, 0.5], [1.0, 4.0], {str(b): {"1.0": greedy, "4.0": greedy} for b in range(3)})
+    run = await sweep(solver, tasks, entries, [4.0], concurrency=3, temperature=0.8, auto_table=never)
+    assert all(r.candidates == 1 for r in run.results if r.label == "auto")  # the probe alone
 
 
 def test_a_point_from_before_the_compute_unit_reads_with_its_token_budget() -> None:
