@@ -34,7 +34,7 @@ from typing import Any
 from engines.base import PolicyEngine, Sampling
 from engines.cost import KINDS, CostWeights
 from server.engines import Engines
-from tasks.sets import load_eval_set
+from tasks.sets import load_dev_set
 from verifiers.prm import Candidate, StepVerifier
 
 BLOCK = 32  # prompts are whole multiples of the KV block (the CPU backend's; GPU blocks are 16)
@@ -57,8 +57,9 @@ def weights_of(rates: dict[str, float], measured: str) -> CostWeights:
 
 
 def filler_text() -> str:
-    """Text to make long prompts of: held-out Countdown problems (any text does; no model reads it)."""
-    return "".join(task.prompt for task in load_eval_set(4, limit=64))
+    """Text to make long prompts of: dev-split Countdown problems (any text does; no model learns from it,
+    and the eval split is kept for reporting)."""
+    return "".join(task.prompt for task in load_dev_set(4, limit=64))
 
 
 def distinct_prompts(policy: PolicyEngine, count: int, length: int, salt: int) -> list[list[int]]:
