@@ -42,7 +42,7 @@ results: install
 	$(BIN)/ponder eval foundation --out results/foundation.json
 
 # Compute versus accuracy of every strategy: first on dev (150 problems, which fits auto's table in
-# MODELS/auto_table.json), then on eval (300 problems, auto with that table). About 10 and 70 minutes
+# MODELS/auto_table.json), then on eval (300 problems, auto with that table). About 8 and 45 minutes
 # on 2 CPU cores; an interrupted sweep goes on where it stopped with --resume.
 search-results: install
 	$(BIN)/ponder eval search --tier 4 --split dev --problems 150 --multiples 1,2,4,16 --out results/search-dev.json

@@ -101,7 +101,7 @@ async def evaluate(
     """The sweep on `solver`, its reports at `out` and, unless `table_out` is None, auto's table there.
     `where` is `backend_meta`'s description of the solver."""
     entries = [e for e in SWEEP_ENTRIES if labels is None or e.label in labels]
-    given = None if auto_from is None else AutoTable.load(auto_from)
+    fitted_elsewhere = None if auto_from is None else json.loads(auto_from.read_text())
     started = time.time()
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path = out.with_name(out.stem + "-progress.jsonl")  # kept until the reports are written
@@ -114,7 +114,7 @@ async def evaluate(
         temperature,
         log_path,
         Labels.of(source.meta),
-        given,
+        None if fitted_elsewhere is None else AutoTable.of(fitted_elsewhere),
         resume,
     )
     log_path.unlink(missing_ok=True)
@@ -127,7 +127,7 @@ async def evaluate(
         "greedy_cost_units": round(run.unit, 2),
         "engine_generated_tokens_per_s": run.engine_tps,
         "seconds": round(time.time() - started, 1),
-        **_auto_source(auto_from),
+        **_auto_source(auto_from, fitted_elsewhere),
     }
     write_outputs(out, run.points, run.results, run.probe, meta)
     if table_out is not None:
@@ -136,11 +136,10 @@ async def evaluate(
     return {"points": run.points, **meta, **({"table": str(table_out)} if table_out else {})}
 
 
-def _auto_source(auto_from: Path | None) -> dict[str, Any]:
+def _auto_source(auto_from: Path | None, fitted: dict[str, Any] | None) -> dict[str, Any]:
     """The meta's account of a table fitted elsewhere: its file and what it was fitted on."""
-    if auto_from is None:
+    if auto_from is None or fitted is None:
         return {}
-    fitted = json.loads(auto_from.read_text())
     return {
         "auto_table": {
             "path": str(auto_from),

@@ -62,7 +62,7 @@ class SweepRun:
     points: list[SweepPoint]
     results: list[ProblemResult]
     probe: dict[str, float]
-    table: AutoTable  # fitted on every problem
+    table: AutoTable  # fitted on every problem, or the one given (fitted elsewhere)
     unit: float
     engine_tps: float | None  # None: the solver could not measure it (a running server)
     auto_cross_fitted: bool  # False: auto ran with a table fitted elsewhere, or as a server serves it
@@ -212,10 +212,10 @@ async def sweep(
     fitted on other problems, instead of cross-fitting one here."""
     header = {"tasks": [t.id for t in tasks], "temperature": temperature, "labels": asdict(labels)}
     progress = SweepProgress.open(log_path, header, resume)
-    if progress.greedy is None:
-        progress.record_greedy(await greedy_reference(solver, tasks))
     greedy = progress.greedy
-    assert greedy is not None
+    if greedy is None:
+        greedy = await greedy_reference(solver, tasks)
+        progress.record_greedy(greedy)
     engine_tps = greedy.engine_tps
     settings = RunSettings(
         unit=greedy.unit,
@@ -228,11 +228,13 @@ async def sweep(
     results = list(greedy.results)
     for entry in tqdm(entries, desc="strategies"):
         for multiple in multiples:
-            if (entry.label, multiple) not in progress.done:
+            logged = progress.done.get((entry.label, multiple))
+            if logged is None:
                 found, wall = await run_point(solver, tasks, entry, multiple, settings)
-                progress.record_point(summarize(found, wall, engine_tps or 0.0, settings.unit, labels), found)
-                _show(progress.done[(entry.label, multiple)][0])
-            point, found = progress.done[(entry.label, multiple)]
+                logged = (summarize(found, wall, engine_tps or 0.0, settings.unit, labels), found)
+                progress.record_point(*logged)
+                _show(logged[0])
+            point, found = logged
             points.append(point)
             results += found
     if auto_table is None:

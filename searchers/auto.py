@@ -65,7 +65,11 @@ class AutoTable:
 
     @classmethod
     def load(cls, path: Path) -> AutoTable:
-        data = json.loads(path.read_text())
+        return cls.of(json.loads(path.read_text()))
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> AutoTable:
+        """The table in a table file's parsed JSON (its other keys say what it was fitted on)."""
         return cls(list(data["bins"]), list(data["budgets"]), dict(data["choices"]))
 
     def dump(self, path: Path, **extra: Any) -> None:
