@@ -14,20 +14,20 @@ Contract:
   the request's aggregation (`verifiers.aggregate`).
 - No strategy answers below greedy: `greedy_solution` is the temperature-0 solution (drawn in one call,
   or the one the request already holds in `ctx.greedy`), and `never_below_greedy` runs a search that
-  grows partial solutions so that it returns a complete answer whenever greedy would: greedy itself
-  when the budget cannot pay for one whole path of the search, else the search with one greedy
-  completion held back on the budget, and the greedy completion of its best partial solution if it
-  ended without a finished one.
+  grows partial solutions with the greedy solution as its first candidate: drawn (and scored) first,
+  it is the answer when the rest of the budget cannot pay for one whole path of the search, and else it
+  competes with the search's answer by PRM value. Only when greedy decoding itself did not finish is one
+  greedy completion held back, for the best partial solution of a search that ended without a finished one.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from engines.base import Continuation, InvalidPrompt, Sampling
 from engines.budget import Budget, Hold, SearchStopped, StopReason
@@ -179,6 +179,12 @@ class Knobs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PartialSearchKnobs(Knobs):
+    """The knob every searcher that grows partial solutions shares (see `never_below_greedy`)."""
+
+    include_greedy: bool = Field(True, description="the greedy solution is the first candidate")
+
+
 class Searcher(Protocol):
     @property
     def name(self) -> str: ...
@@ -226,6 +232,17 @@ def value(trace: Trace, how: Aggregation) -> float:
 def best_by_value(traces: Sequence[Trace], how: Aggregation) -> Trace:
     """The highest-valued trace, preferring finished ones (a partial solution is not an answer)."""
     return max(traces, key=lambda t: (t.finished, value(t, how)))
+
+
+def distinct(traces: Iterable[Trace]) -> list[Trace]:
+    """One trace per token sequence, in first-seen order; a scored copy preferred."""
+    by_tokens: dict[tuple[int, ...], Trace] = {}
+    for trace in traces:
+        key = tuple(trace.token_ids)
+        known = by_tokens.get(key)
+        if known is None or (trace.scored and not known.scored):
+            by_tokens[key] = trace
+    return list(by_tokens.values())
 
 
 def result(
@@ -286,39 +303,48 @@ def best_partial(traces: Sequence[Trace], how: Aggregation) -> Trace:
 async def never_below_greedy(
     ctx: SearchContext,
     strategy: str,
-    knobs: BaseModel,
+    knobs: PartialSearchKnobs,
     path_cost: float,
     judged: bool,
     search: Callable[[Hold], Awaitable[SearchResult]],
+    verified: Callable[[Trace], bool] = lambda trace: False,
 ) -> SearchResult:
-    """Run `search` (a strategy that grows partial solutions) so that it returns a complete answer
-    whenever greedy would.
+    """Run `search` (a strategy that grows partial solutions) with the greedy solution as its first
+    candidate, so that it never answers below greedy.
 
+    - The greedy solution comes first (the request's `ctx.greedy`, else one temperature-0 call), scored by
+      the PRM when the search reads it (`judged`) and the budget affords it. With `include_greedy` off
+      (and none in hand) it is drawn only where the budget cannot pay for a path, and one greedy
+      completion is held back instead, as below.
     - `path_cost`: the compute units one whole path of the search is planned to take (margin included).
-      When the budget cannot pay for that and one greedy completion, the answer is the greedy solution.
-    - Otherwise `search` runs with one greedy completion held back on the budget (`greedy_cost`); it
-      gets the `Hold` and may release it once it has a finished solution.
-    - Ended (done, budget, depth) with no finished solution, the hold is released and the best partial
-      solution is rolled out to its end at temperature 0 in one call: that is the answer, and a candidate.
-      A deadline stop returns at once. Where the request holds a finished greedy solution already
-      (`ctx.greedy`), nothing is held and that solution is the fallback, without a call.
-    - `judged`: the search reads the PRM, which then scores the fallback answer if the budget affords it.
+      When what is left cannot pay for that, the greedy solution is the answer (stop reason "budget").
+    - Otherwise `search` runs on the rest; it gets a `Hold`, which it may release once it has a finished
+      solution. The answer is the better of the search's answer and the greedy solution (`with_greedy`:
+      finished first, then one the search's outcome check `verified`, then by PRM value when judged; ties
+      keep the search's), and the greedy solution joins the candidates.
+    - Only when there is no finished greedy solution (a token limit cut it) is one greedy completion held
+      back, and a search that ended (done, budget, depth) with no finished solution rolls its best partial
+      solution out at temperature 0 in one call: that is the answer, and a candidate. A deadline stop
+      returns at once.
     """
     if judged:
         ctx.require_verifier()  # refuse before anything is spent
-    in_hand = ctx.greedy is not None and ctx.greedy.finished
-    reserve = 0 if in_hand else greedy_cost(ctx)
-    if not ctx.budget.can_afford(path_cost + reserve):
-        try:
-            answer = await judge_answer(ctx, await greedy_solution(ctx), judged)
-        except SearchStopped as stopped:
-            return result(ctx, strategy, Trace(), [], stopped.reason, knobs)
-        return result(ctx, strategy, answer, [answer], "budget", knobs)
+    greedy: Trace | None = None
+    try:
+        if knobs.include_greedy or ctx.greedy is not None:
+            greedy = await judge_answer(ctx, await greedy_solution(ctx), judged)
+        reserve = 0 if greedy is not None and greedy.finished else greedy_cost(ctx)
+        if not ctx.budget.can_afford(path_cost + reserve):
+            greedy = greedy or await judge_answer(ctx, await greedy_solution(ctx), judged)
+            return result(ctx, strategy, greedy, [greedy], "budget", knobs)
+    except SearchStopped as stopped:
+        return result(ctx, strategy, Trace(), [], stopped.reason, knobs)
     with ctx.budget.hold(reserve) as hold:
-        found = await search(hold)
-    if in_hand or found.stop_reason == "deadline" or any(t.finished for t in [found.best, *found.candidates]):
+        searched = await search(hold)
+    found = searched if greedy is None else with_greedy(ctx, searched, greedy, judged, verified)
+    if found.best.finished or found.stop_reason == "deadline":
         return found
-    partial = best_partial([found.best, *found.candidates], ctx.aggregation)
+    partial = best_partial([searched.best, *searched.candidates], ctx.aggregation)
     try:
         answer = await judge_answer(ctx, await greedy_completion(ctx, partial), judged)
     except (SearchStopped, InvalidPrompt):  # refused, or the partial solution fills the policy's context
@@ -329,6 +355,33 @@ async def never_below_greedy(
         candidates=[*found.candidates, answer],
         usage=ctx.budget.spent,
         score=answer_score(ctx, answer),
+    )
+
+
+def with_greedy(
+    ctx: SearchContext,
+    found: SearchResult,
+    greedy: Trace,
+    judged: bool,
+    verified: Callable[[Trace], bool],
+) -> SearchResult:
+    """The search's result with the greedy solution among its candidates (last, where the search did not
+    find the same tokens), and as its answer where it is worth more: a finished solution before an
+    unfinished one, then one the outcome check verified, then (judged) the higher PRM value; ties keep
+    the search's answer."""
+    known = {tuple(c.token_ids) for c in found.candidates}
+    candidates = found.candidates if tuple(greedy.token_ids) in known else [*found.candidates, greedy]
+
+    def worth(trace: Trace) -> tuple[bool, bool, float]:
+        return (
+            trace.finished,
+            trace.finished and verified(trace),
+            value(trace, ctx.aggregation) if judged else 0.0,
+        )
+
+    best = max([found.best, greedy], key=worth)
+    return replace(
+        found, best=best, candidates=candidates, usage=ctx.budget.spent, score=answer_score(ctx, best)
     )
 
 

@@ -30,11 +30,10 @@ Contract:
   every step), and at 16x rollouts raised MCTS's accuracy from 26% to 39% on 200 dev problems.
 - The answer: with `use_outcome` a verified-correct solution first; then with final="value" the finished
   solution of highest aggregated PRM value, with "visits" the end of the most-visited path when it is a
-  finished solution (else by value). Never below greedy (`never_below_greedy`): a budget too small for
-  one whole path (a graded rollout; with "prm" evaluation a path scored step by step) and a greedy
-  completion gets the greedy solution; otherwise iterations keep one greedy completion back until a
-  solution is finished, and a search that ends without one rolls its most valuable open node out at
-  temperature 0; failing that, the best partial one.
+  finished solution (else by value). Never below greedy (`never_below_greedy`): the greedy solution is
+  drawn (and scored) first; a budget that then cannot pay for one whole path (a graded rollout; with
+  "prm" evaluation a path scored step by step) gets the greedy solution, and otherwise it is a candidate
+  and the answer where the PRM values it above the search's.
   Candidates are the finished solutions seen (tree nodes and rollouts); `tree` is the visited part of
   the tree (at most `TREE_LIMIT` nodes).
 """
@@ -54,7 +53,7 @@ from engines.base import Continuation
 from engines.budget import Hold, SearchStopped, StopReason
 from searchers.base import (
     COST_MARGIN,
-    Knobs,
+    PartialSearchKnobs,
     SearchContext,
     SearchResult,
     Trace,
@@ -71,7 +70,7 @@ TREE_LIMIT = 256  # nodes reported in `SearchResult.tree`
 MIN_TOKEN_LOGPROB = -1e4  # floor for a -inf log-prob, so such a step still gets a (negligible) prior
 
 
-class MCTSKnobs(Knobs):
+class MCTSKnobs(PartialSearchKnobs):
     # `default=` by keyword, so that type checkers see the defaults too (the constructor's arguments)
     iterations: int | None = Field(default=None, ge=1, le=100_000, description="None: until the budget")
     leaves_per_iteration: int = Field(default=4, ge=1, le=64, description="leaves expanded per iteration")
@@ -132,6 +131,7 @@ class MCTS:
             plan.path_cost(),
             plan.reads_prm,
             lambda hold: self.search(ctx, knobs, hold),
+            plan.correct,
         )
         found.candidates = [c for c in found.candidates if c.finished]  # answers only, as documented
         found.tree = found.tree or tree_of(plan.root)  # the greedy solution instead: no tree was grown

@@ -22,9 +22,11 @@ Contract:
   `SearchStopped` (its reason). Each round reports "step": depth, live particles, finished ones so far,
   the ESS, whether it resampled and how often it has.
 - The answer: the best finished particle by `ctx.aggregation` (a resampled-away one included). Like the
-  other step-level searchers it runs under `never_below_greedy`: too small a budget for one path gives the
-  greedy solution, and a search that ends with nothing finished rolls its best partial particle out greedily.
-  Candidates: every distinct particle that ended, and the last population.
+  other step-level searchers it runs under `never_below_greedy`: the greedy solution comes first, is the
+  answer when the rest of the budget cannot pay for one path, and else a candidate. Without `particles`
+  the budget sets N and the filter runs in passes, as beam does (`searchers.beam.in_passes`): later
+  passes are sized at what a particle's path really cost. Candidates: every distinct particle that ended,
+  and each pass's last population.
 - Why temperature 0.2: PRM values lie in [0, 1], so softmax(value) alone would weigh a step the PRM
   trusts (0.9) under 2.2 times one it doubts (0.1). At 0.2 that ratio is e^4 = 55, close to what the
   published method's weights (the PRM's odds, p / (1 - p), a slope of 4 to 6 in log-weight between p =
@@ -38,7 +40,7 @@ import bisect
 import itertools
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -47,25 +49,26 @@ from pydantic import Field
 from engines.budget import Hold, SearchStopped, StopReason
 from searchers.base import (
     COST_MARGIN,
-    Knobs,
+    PartialSearchKnobs,
     SearchContext,
     SearcherDefaults,
     SearchResult,
     Trace,
     best_by_value,
+    distinct,
     never_below_greedy,
     result,
     score,
     stepwise_path_cost,
     value,
 )
-from searchers.beam import affordable_paths
+from searchers.beam import affordable_paths, in_passes
 from verifiers.aggregate import Aggregation
 
 ESS_TOLERANCE = 1e-9  # equal weights give ESS = N up to rounding: that is no reason to resample
 
 
-class ParticleFilterKnobs(Knobs):
+class ParticleFilterKnobs(PartialSearchKnobs):
     particles: int | None = Field(default=None, ge=1, le=256, description="N; None: as the budget affords")
     # at least 0.001: log-weights (values over it, summed over rounds) stay far from overflowing
     temperature: float = Field(default=0.2, ge=0.001, le=100.0, description="of the softmax over PRM values")
@@ -93,12 +96,22 @@ class ParticleFilter(SearcherDefaults):
         )
 
     async def search(self, ctx: SearchContext, knobs: ParticleFilterKnobs, hold: Hold) -> SearchResult:
+        return await in_passes(
+            ctx,
+            knobs.particles,
+            lambda path_units: affordable_paths(ctx, path_units),
+            lambda pass_ctx, n: self.one_pass(pass_ctx, knobs, hold, n),
+        )
+
+    async def one_pass(
+        self, ctx: SearchContext, knobs: ParticleFilterKnobs, hold: Hold, n: int
+    ) -> SearchResult:
         population: list[Particle] = []
         ended: dict[tuple[int, ...], Trace] = {}  # every particle that ended, by its tokens
         resamples = 0
         stop: StopReason = "done"
         try:
-            population = await first_steps(ctx, knobs.particles or affordable_paths(ctx))
+            population = await first_steps(ctx, n)
             population = await scored(ctx, population)
             for depth in range(1, knobs.max_depth):
                 population = reweighed(population, knobs.temperature, ctx.aggregation)
@@ -230,14 +243,3 @@ def keep_ended(ended: dict[tuple[int, ...], Trace], population: Sequence[Particl
     for particle in population:
         if particle.trace.ended:
             ended.setdefault(tuple(particle.trace.token_ids), particle.trace)
-
-
-def distinct(traces: Iterable[Trace]) -> list[Trace]:
-    """One trace per token sequence, in first-seen order; a scored copy preferred."""
-    by_tokens: dict[tuple[int, ...], Trace] = {}
-    for trace in traces:
-        key = tuple(trace.token_ids)
-        known = by_tokens.get(key)
-        if known is None or (trace.scored and not known.scored):
-            by_tokens[key] = trace
-    return list(by_tokens.values())

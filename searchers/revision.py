@@ -16,10 +16,9 @@ Contract:
   the reason of a `SearchStopped` from the adapters. The answer is the best of all attempts of all
   chains by PRM value; every attempt is a candidate, including a last round the verifier could not
   afford to judge.
-- Never below greedy (`never_below_greedy`): a budget too small for one chain's first attempt and a
-  greedy completion gets the greedy solution; otherwise one greedy completion is held back until an
-  attempt finishes, and a search whose attempts were all cut short rolls the best one out at
-  temperature 0.
+- Never below greedy (`never_below_greedy`): the greedy solution is drawn and scored first; a budget
+  that then cannot pay for one chain's first attempt gets the greedy solution, and otherwise it is a
+  candidate and the answer where the PRM values it above every attempt.
 
 What "revision" means here, honestly: the policy never reads its previous attempt. In-context revision
 (the previous attempt in the prompt, as in Snell et al. 2024's revision model) needs a policy trained on
@@ -39,7 +38,7 @@ from pydantic import Field
 from engines.budget import Hold, SearchStopped, StopReason
 from searchers.base import (
     COST_MARGIN,
-    Knobs,
+    PartialSearchKnobs,
     SearchContext,
     SearcherDefaults,
     SearchResult,
@@ -55,7 +54,7 @@ from verifiers.aggregate import Aggregation
 Resume = Literal["first_doubt", "weakest"]
 
 
-class RevisionKnobs(Knobs):
+class RevisionKnobs(PartialSearchKnobs):
     chains: int = Field(4, ge=1, le=256, description="parallel chains of attempts")
     rounds: int | None = Field(
         None, ge=0, le=1024, description="revisions per chain after the first attempt; None: until the budget"

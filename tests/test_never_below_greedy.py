@@ -8,7 +8,7 @@ import asyncio
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -221,36 +221,76 @@ def best_partial_by_value(candidates: Sequence[Any]) -> Any:
     return max(partials, key=lambda c: (aggregate(c.scores, "last"), len(c.steps)))
 
 
+class GreedyCutShort(RecordingEngine):
+    """A policy whose greedy decoding from the prompt runs past a token limit: its greedy solution is no
+    answer, so a search must hold a completion back."""
+
+    async def rollout(
+        self, prefixes: Sequence[Sequence[int]], n: int, sampling: Sampling, request_id: str
+    ) -> Generation:
+        if sampling.temperature == 0.0 and not self.received:
+            sampling = replace(sampling, max_tokens=2)
+        return await super().rollout(prefixes, n, sampling, request_id)
+
+
 @pytest.mark.parametrize(
     ("budget", "knobs"), [(500, {"beams": 8, "expansions": 2}), (60_000, {"max_depth": 1})]
 )
 async def test_an_unfinished_beam_search_rolls_its_best_partial_beam_out_greedily(
     budget: int, knobs: dict[str, Any]
 ) -> None:
-    """Cut by the budget (or the depth) before any beam finished: one more call, a temperature-0 rollout of
-    the most valuable partial beam, and that complete answer is returned."""
+    """Greedy decoding cut short, and the search cut by the budget (or the depth) before any beam
+    finished: one more call, a temperature-0 rollout of the most valuable partial beam, and that complete
+    answer is returned."""
     text = PROBLEMS[2]  # 5 numbers: 4 steps
-    engine = RecordingEngine()
+    engine = GreedyCutShort()
     found = await Controller(engine, FakePRM()).run(search_request(text, "beam", budget, knobs))
-    *search, last = engine.received
-    assert all(call.kind == "expand" and call.sampling.temperature == 0.8 for call in search)
+    greedy, *search, last = engine.received
+    assert (greedy.kind, greedy.sampling.temperature, greedy.sampling.max_tokens) == ("rollout", 0.0, 2)
+    assert search and all(call.kind == "expand" and call.sampling.temperature == 0.8 for call in search)
     assert found.stop_reason == ("budget" if "beams" in knobs else "done")
-    partials = found.candidates[:-1]
+    cut_greedy = next(c for c in found.candidates if c.truncated and len(c.token_ids) == 2)
+    partials = [c for c in found.candidates[:-1] if c is not cut_greedy]
     assert partials and not any(c.finished for c in partials)  # no beam finished
     partial = best_partial_by_value(partials)
     prompt = search_request(text, "beam", 1).prompt_ids
     assert (last.kind, last.n, last.sampling.temperature) == ("rollout", 1, 0.0)
     # the held tokens were there for it (the adapter's clamp is the limit the engine received)
     held = greedy_cost(Controller(engine, None).context(search_request(text, "beam", budget), budget))
-    assert last.sampling.max_tokens is not None and last.sampling.max_tokens >= held
+    assert last.sampling.max_tokens is not None
+    assert CostWeights().for_generation(last.sampling.max_tokens, len(last.prefixes[0])) >= held - 1
     assert last.prefixes == [(*prompt, *partial.token_ids)]
     assert found.best is found.candidates[-1] and found.best.finished
     assert found.best.steps[: len(partial.steps)] == partial.steps
     assert units(found.usage) <= budget
 
 
+@pytest.mark.parametrize("strategy", ["beam", "dvts", "mcts", "revision", "particle_filter"])
+async def test_a_search_draws_the_greedy_solution_first_and_keeps_it(strategy: str) -> None:
+    """A policy whose sampled steps always slip: whatever the search finds, the greedy solution (drawn
+    first, at temperature 0) is a candidate and, the PRM valuing it above every slip, the answer."""
+    text = PROBLEMS[0]
+    engine = GreedyIsRight()
+    found = await Controller(engine, FakePRM()).run(search_request(text, strategy, 5000))
+    first, *rest = engine.received
+    assert (first.kind, first.n, first.sampling.temperature) == ("rollout", 1, 0.0)
+    assert rest and all(call.sampling.temperature == 0.8 for call in rest)  # the search did run
+    assert correct(text, found.text) and found.best in found.candidates
+    assert units(found.usage) <= 5000
+
+
+@pytest.mark.parametrize("strategy", ["beam", "dvts", "mcts", "revision", "particle_filter"])
+async def test_include_greedy_false_searches_without_the_greedy_candidate(strategy: str) -> None:
+    engine = RecordingEngine()
+    asked = search_request(PROBLEMS[0], strategy, 5000, {"include_greedy": False})
+    found = await Controller(engine, FakePRM()).run(asked)
+    assert engine.received and not engine.greedy_calls()  # every candidate finished: no fallback either
+    assert found.best.finished and units(found.usage) <= 5000
+
+
 async def test_a_deadline_stop_returns_at_once() -> None:
-    """A search stopped by its deadline makes no call past it: no fallback rollout."""
+    """A search stopped by its deadline makes no call past it: the greedy solution drawn first is the
+    answer, unscored, and no search call starts."""
 
     class SlowPRM(FakePRM):
         async def score(self, candidates: Sequence[Candidate], request_id: str) -> Scores:
@@ -261,8 +301,8 @@ async def test_a_deadline_stop_returns_at_once() -> None:
     asked = search_request(PROBLEMS[0], "beam", 5000)
     asked.timeout_s = 0.1
     found = await Controller(engine, SlowPRM()).run(asked)
-    assert found.stop_reason == "deadline" and not found.best.finished
-    assert [call.kind for call in engine.received] == ["expand"]
+    assert found.stop_reason == "deadline" and found.best.finished and not found.best.scores
+    assert [(call.kind, call.sampling.temperature) for call in engine.received] == [("rollout", 0.0)]
 
 
 async def test_auto_hands_its_probe_to_the_chosen_strategy() -> None:

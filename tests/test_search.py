@@ -320,8 +320,8 @@ async def test_beam_search_makes_one_engine_and_one_prm_call_per_step() -> None:
         request(PROBLEMS[0], "beam", 60_000, {"beams": 8, "expansions": 2})
     )
     assert found.best.finished and found.stop_reason == "done"
-    assert engine.calls == prm.calls == 3  # 4 numbers: 3 steps
-    assert found.usage.policy_calls == 8 + 4 * 2 + 4 * 2
+    assert engine.calls == prm.calls == 1 + 3  # the greedy solution first, then 4 numbers: 3 steps
+    assert found.usage.policy_calls == 1 + 8 + 4 * 2 + 4 * 2
 
 
 async def test_beam_keeps_the_best_beams_and_dvts_one_per_subtree() -> None:
@@ -353,6 +353,39 @@ def test_beam_width_spends_the_budget_in_multiples_of_m(budget: int, expansions:
     assert n == 1 or n * cost <= budget
     assert (n + step) * cost > budget
     assert n <= expansions or n % expansions == 0
+
+
+@pytest.mark.parametrize("strategy", ["beam", "dvts", "particle_filter"])
+async def test_a_budget_sized_search_runs_more_passes_on_what_its_caches_saved(strategy: str) -> None:
+    """The first pass plans paths at their uncached price; the fake engines' prefix caches make them
+    cheaper, so later passes, sized at the measured price, spend the rest: less than one more path's
+    worth is left, and never more than the budget is spent."""
+    budget = 3000
+    events: list[tuple[str, dict[str, Any]]] = []
+    asked = request(PROBLEMS[0], strategy, budget, progress=lambda e, d: events.append((e, d)))
+    found = await Controller(FakeEngine(slip=0.2), FakePRM()).run(asked)
+    passes = [d for e, d in events if e == "pass"]
+    assert passes and [p["index"] for p in passes] == list(range(1, len(passes) + 1))
+    spent = CostWeights().units(found.usage)
+    assert spent <= budget
+    assert budget - spent < passes[-1]["units_per_path"] * 1.1 * 2  # at most about one path unspent
+    assert found.best.finished and found.best in found.candidates
+
+
+@pytest.mark.parametrize(("strategy", "knob"), [("beam", "beams"), ("particle_filter", "particles")])
+async def test_a_search_of_the_requested_width_runs_once(strategy: str, knob: str) -> None:
+    events: list[tuple[str, dict[str, Any]]] = []
+    asked = request(PROBLEMS[0], strategy, 60_000, {knob: 4}, progress=lambda e, d: events.append((e, d)))
+    await Controller(FakeEngine(slip=0.2), FakePRM()).run(asked)
+    assert not [d for e, d in events if e == "pass"]
+
+
+async def test_each_pass_draws_on_its_own_seeds() -> None:
+    from searchers.beam import pass_context
+
+    ctx = Controller(FakeEngine(), FakePRM()).context(request(PROBLEMS[0], "beam", 1000), 1000)
+    seeds = [pass_context(ctx, index).seeded(0).seed for index in range(3)]
+    assert seeds[0] == ctx.seeded(0).seed and len(set(seeds)) == 3
 
 
 async def test_beam_search_solves_more_than_sampling() -> None:

@@ -111,7 +111,8 @@ async def test_one_engine_call_and_one_prm_call_per_iteration(evaluation: str) -
         request(engine, PROBLEMS[3], 60_000, knobs=knobs, progress=progress)
     )
     assert outcome.stop_reason == "done" and len(seen) >= 2
-    for before, after in zip([(0, 0, 0), *seen], seen, strict=False):
+    greedy = (0, 1, 1)  # the greedy solution's rollout and scoring come before the first iteration
+    for before, after in zip([greedy, *seen], seen, strict=False):
         expands, rollouts, scorings = (a - b for a, b in zip(after, before, strict=True))
         assert (expands, rollouts) == ((1, 0) if evaluation == "prm" else (0, 1))  # every leaf in one call
         assert scorings <= 1
@@ -185,9 +186,10 @@ async def test_the_last_iteration_spends_what_is_left_on_fewer_children() -> Non
             request(engine, PROBLEMS[3], budget, knobs=knobs, sampling=Sampling(seed=3))
         )
         assert CostWeights().units(outcome.usage) <= budget
-        assert all(1 <= width <= 4 for width in engine.widths)
-        assert engine.widths[0] == 4  # the prompt's own expansion is full
-        narrowed += any(width < 4 for width in engine.widths[1:])
+        greedy, *search = engine.widths
+        assert greedy == 1 and all(1 <= width <= 4 for width in search)
+        assert search[0] == 4  # the prompt's own expansion is full
+        narrowed += any(width < 4 for width in search[1:])
     assert narrowed >= 5
 
 

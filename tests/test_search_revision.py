@@ -93,6 +93,7 @@ async def search(
 ) -> tuple[SearchResult, RecordingEngine, FakePRM]:
     engine, prm = RecordingEngine(slip), FakePRM()
     controller = Controller(engine, prm, searchers={"revision": Revision()})
+    options.setdefault("include_greedy", False)  # these tests follow the chains alone
     outcome = await controller.run(request(engine, text, **options))
     return outcome, engine, prm
 
