@@ -59,7 +59,15 @@ def backend_meta(backend: Backend) -> dict[str, Any]:
     """Where the searches ran, as the reports' meta says it."""
     if isinstance(backend, ServerAddress):
         return {"server": backend.url, "model": backend.model}
-    return {"models": str(backend.models)}
+    return {"models": shown(backend.models)}
+
+
+def shown(path: Path) -> str:
+    """A path as the reports record it: relative to the working directory (the checkout, for the
+    committed results) where it lies inside it, so a report does not name one machine's folders."""
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    return str(resolved.relative_to(cwd)) if resolved.is_relative_to(cwd) else str(resolved)
 
 
 def with_solver(
@@ -116,6 +124,7 @@ async def evaluate(
         Labels.of(source.meta),
         None if fitted_elsewhere is None else AutoTable.of(fitted_elsewhere),
         resume,
+        where,
     )
     log_path.unlink(missing_ok=True)
     meta = {
@@ -133,7 +142,7 @@ async def evaluate(
     if table_out is not None:
         table_out.parent.mkdir(parents=True, exist_ok=True)
         run.table.dump(table_out, fitted_on=source.described, **meta)
-    return {"points": run.points, **meta, **({"table": str(table_out)} if table_out else {})}
+    return {"points": run.points, **meta, **({"table": shown(table_out)} if table_out else {})}
 
 
 def _auto_source(auto_from: Path | None, fitted: dict[str, Any] | None) -> dict[str, Any]:
@@ -142,7 +151,7 @@ def _auto_source(auto_from: Path | None, fitted: dict[str, Any] | None) -> dict[
         return {}
     return {
         "auto_table": {
-            "path": str(auto_from),
+            "path": shown(auto_from),
             "fitted_on": fitted.get("fitted_on"),
             "split": fitted.get("split"),
             "tier": fitted.get("tier"),

@@ -31,6 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -205,12 +206,16 @@ async def sweep(
     labels: Labels = NO_LABELS,
     auto_table: AutoTable | None = None,
     resume: bool = False,
+    where: dict[str, Any] | None = None,
 ) -> SweepRun:
     """All points; greedy's run and each entry's point are also logged to `log_path` as they complete
     (`evaluation.sweep_progress`), and with `resume` the points an earlier run of the same sweep logged
     there are taken from it instead of being run again. `auto_table`: measure auto with this table,
-    fitted on other problems, instead of cross-fitting one here."""
+    fitted on other problems, instead of cross-fitting one here. `where`: the models or server the
+    solver runs on, part of what makes two sweeps the same."""
     header = {"tasks": [t.id for t in tasks], "temperature": temperature, "labels": asdict(labels)}
+    if where is not None:
+        header["where"] = where
     progress = SweepProgress.open(log_path, header, resume)
     greedy = progress.greedy
     if greedy is None:

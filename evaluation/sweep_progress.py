@@ -3,9 +3,10 @@ session resumes where it stopped.
 
 Contract:
 - `SweepProgress.open(path, header, resume)` starts a log at `path` (None: keep nothing). Its first line
-  is `header`: what makes two sweeps the same (the problems, the temperature, the labels). With `resume`
-  it reads what an earlier run of the same sweep logged there, and refuses (`OtherSweep`) a log whose
-  header differs, since its points would not be comparable; without it, it starts the log afresh.
+  is `header`: what makes two sweeps the same (the problems, the temperature, the labels, the models or
+  server they ran on). With `resume` it reads what an earlier run of the same sweep logged there, and
+  refuses (`OtherSweep`) a log whose header differs, since its points would not be comparable; without
+  it, it starts the log afresh.
 - `record_greedy` / `greedy` keep greedy's reference run (its results, the probe values, the 1x unit, its
   wall time) and the raw engine rate measured beside it; `record_point` / `done` keep one finished
   (label, multiple) point and its results. Each record is one JSON line, appended and flushed when it is

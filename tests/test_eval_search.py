@@ -16,6 +16,7 @@ from fake_prm import FakePRM
 
 from evaluation.auto_fit import FitInputs, fit_table
 from evaluation.report import read_points, read_problem_results, search_markdown, write_outputs
+from evaluation.search import shown
 from evaluation.solver_local import InProcessSolver
 from evaluation.sweep import sweep
 from evaluation.sweep_progress import OtherSweep
@@ -69,6 +70,16 @@ def test_refitting_the_committed_dev_sweep_gives_the_shipped_table() -> None:
 def test_the_committed_eval_sweep_measures_auto_with_the_dev_table() -> None:
     _, _, meta = committed("search")
     assert meta["split"] == "eval" and meta["auto_table"]["split"] == "dev"
+
+
+def test_reports_name_paths_inside_the_checkout_relative_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "models" / "default").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert shown(tmp_path / "models" / "default") == "models/default"
+    assert shown(Path("models/default/auto_table.json")) == "models/default/auto_table.json"
+    assert shown(tmp_path.parent) == str(tmp_path.parent.resolve())  # outside it: absolute
 
 
 def test_each_committed_point_summarises_its_problems() -> None:
@@ -161,6 +172,9 @@ async def test_a_resumed_sweep_runs_only_the_points_it_had_not_logged(tmp_path: 
     assert resumed.points[:5] == again.points[:5] and auto_alone < engine.calls - before  # nothing rerun
     with pytest.raises(OtherSweep, match="another sweep"):
         await sweep(solver, tasks[:4], entries, [1.0], 3, 0.8, log_path=log_path, resume=True)
+    with pytest.raises(OtherSweep, match="another sweep"):  # the same problems on other models
+        other = {"models": "other/models"}
+        await sweep(solver, tasks, entries, [1.0, 4.0], 3, 0.8, log_path=log_path, resume=True, where=other)
     fresh = await sweep(solver, tasks[:4], entries[:1], [1.0], 3, 0.8, log_path=log_path)  # not resumed
     assert fresh.points[0].n_problems == 4 and len(log_path.read_text().splitlines()) == 3
 
