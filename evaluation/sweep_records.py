@@ -19,6 +19,7 @@ Nothing here runs an engine.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,8 +92,10 @@ class SweepPoint:
 
 
 def budget_units(multiple: float, unit: float) -> int:
-    """A request's budget in compute units at `multiple` x the 1x unit (greedy's mean cost in units)."""
-    return max(1, round(multiple * unit))
+    """A request's budget in compute units at `multiple` x the 1x unit (greedy's mean cost in units),
+    rounded up: rounded down, 1x could not pay for greedy's last token (its end-of-sequence), and every
+    strategy's 1x answer would be cut one token short."""
+    return max(1, math.ceil(multiple * unit - 1e-9))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from evaluation.search import shown
 from evaluation.solver_local import InProcessSolver
 from evaluation.sweep import sweep
 from evaluation.sweep_progress import OtherSweep
-from evaluation.sweep_records import SWEEP_ENTRIES, Labels, ProblemResult, SweepPoint, summarize
+from evaluation.sweep_records import SWEEP_ENTRIES, Labels, ProblemResult, SweepPoint, budget_units, summarize
 from ponder.cli import STRATEGY_LABELS
 from searchers.auto import AutoTable
 from server.engines import Engines
@@ -70,6 +70,15 @@ def test_refitting_the_committed_dev_sweep_gives_the_shipped_table() -> None:
 def test_the_committed_eval_sweep_measures_auto_with_the_dev_table() -> None:
     _, _, meta = committed("search")
     assert meta["split"] == "eval" and meta["auto_table"]["split"] == "dev"
+
+
+@pytest.mark.parametrize(
+    ("multiple", "unit", "expected"), [(1.0, 42.06, 43), (1.0, 42.0, 42), (16.0, 42.06, 673)]
+)
+def test_a_budget_multiple_pays_for_that_many_greedy_solutions(
+    multiple: float, unit: float, expected: int
+) -> None:
+    assert budget_units(multiple, unit) == expected >= multiple * unit
 
 
 def test_reports_name_paths_inside_the_checkout_relative_to_it(
