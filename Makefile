@@ -47,6 +47,7 @@ results: install
 search-results: install
 	$(BIN)/ponder eval search --tier 4 --split dev --problems 150 --multiples 1,2,4,16 --out results/search-dev.json
 	$(BIN)/ponder eval search --tier 4 --split eval --problems 300 --out results/search.json
+	$(BIN)/ponder eval search --tier 5 --split eval --problems 300 --out results/search-tier5.json --resume
 
 bench: install
 	$(BIN)/ponder bench --out results/engine-throughput.json
