@@ -365,12 +365,11 @@ def with_greedy(
     judged: bool,
     verified: Callable[[Trace], bool],
 ) -> SearchResult:
-    """The search's result with the greedy solution among its candidates (last, where the search did not
-    find the same tokens), and as its answer where it is worth more: a finished solution before an
-    unfinished one, then one the outcome check verified, then (judged) the higher PRM value; ties keep
-    the search's answer."""
-    known = {tuple(c.token_ids) for c in found.candidates}
-    candidates = found.candidates if tuple(greedy.token_ids) in known else [*found.candidates, greedy]
+    """The search's result with the greedy solution among its candidates (`distinct`: last, where the
+    search did not find the same tokens), and as its answer where it is worth more: a finished solution
+    before an unfinished one, then one the outcome check verified, then (judged) the higher PRM value;
+    ties keep the search's answer."""
+    candidates = distinct([*found.candidates, greedy])
 
     def worth(trace: Trace) -> tuple[bool, bool, float]:
         return (
