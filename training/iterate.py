@@ -10,8 +10,11 @@ on the pair in OUT/policy and OUT/prm. Round r:
               mixed with fresh solver traces where the task has a solver       -> OUT/rounds/r/policy
   3. labels   Monte-Carlo step labels of the new policy's solutions to other fresh train tasks
                                                                    -> OUT/rounds/r/prm_data.jsonl
-  4. prm      the current PRM refitted on those labels, in its own format (ponder or math-shepherd,
+  4. prm      the current PRM refitted on those labels (mixed with `prm_replay` x as many it was fitted on
+              before), in its own format (ponder or math-shepherd,
               `verifiers.prm_format`), so a user's public-format PRM stays servable  -> OUT/rounds/r/prm
+     gate     with `prm_gate`, the refit is kept only if it ranks the new policy's dev solutions at least
+              as well as the PRM before it; otherwise that one stays       -> OUT/rounds/r/prm_gate.json
   5. measure  the hooks' dev metrics of the new pair    -> OUT/rounds/r/metrics.json and OUT/metrics.jsonl
 OUT/rounds/0 keeps the pair the loop started from; the last round's pair is copied to OUT/policy and
 OUT/prm, what `ponder serve --models OUT` serves. Every part of a round is written once and skipped when
@@ -130,9 +133,12 @@ def run_round(recipe: dict[str, Any], out: Path, number: int, hooks: LoopHooks) 
         seconds["labels"] = round(time.time() - started, 1)
 
     started = time.time()
-    if not (here / "prm" / "done").exists():
-        refit_prm(before / "prm", here, read_jsonl(here / "prm_data.jsonl"), table, number)
+    if not (here / "prm" / "done").exists() and not (here / "prm_gate.json").exists():
+        records = read_jsonl(here / "prm_data.jsonl")
+        replayed = replay_records(out, number, len(records), table)
+        refit_prm(before / "prm", here, [*records, *replayed], table, number)
         seconds["prm"] = round(time.time() - started, 1)
+    measured = gate_prm(recipe, before, here, hooks) if table.get("prm_gate") else None
 
     yield_ = {
         "search_tasks": len(tasks),
@@ -140,16 +146,23 @@ def run_round(recipe: dict[str, Any], out: Path, number: int, hooks: LoopHooks) 
         "search_solved": sum(bool(r["kept"]) for r in searched),  # any verified sample
         "kept_solutions": len(kept),
     }
-    finish_round(recipe, out, number, {**yield_, "stage_seconds": seconds}, hooks)
+    gate = {"prm_gate": read_gate(here)} if measured else {}
+    finish_round(recipe, out, number, {**yield_, **gate, "stage_seconds": seconds}, hooks, measured)
 
 
 def finish_round(
-    recipe: dict[str, Any], out: Path, number: int, facts: dict[str, Any], hooks: LoopHooks
+    recipe: dict[str, Any],
+    out: Path,
+    number: int,
+    facts: dict[str, Any],
+    hooks: LoopHooks,
+    measured: dict[str, Any] | None = None,
 ) -> None:
-    """Measure the round's pair on dev, log it, record it in both cards, and mark the round done."""
+    """Measure the round's pair on dev (unless the PRM gate just did), log it, record it in both cards,
+    and mark the round done."""
     here = out / "rounds" / str(number)
     started = time.time()
-    metrics = hooks.measure(recipe, here / "policy", here / "prm")
+    metrics = measured if measured is not None else hooks.measure(recipe, here / "policy", here / "prm")
     record = {"round": number, **facts, "dev": metrics, "measure_seconds": round(time.time() - started, 1)}
     (here / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     MetricsLog(out / "metrics.jsonl").write(stage="iterate", **flat_dev_metrics(record))
@@ -346,6 +359,60 @@ async def relabel(
 
 
 # -- 4. prm ---------------------------------------------------------------------------------------------
+
+
+def replay_records(out: Path, number: int, fresh: int, table: dict[str, Any]) -> list[dict[str, Any]]:
+    """Up to `prm_replay` x `fresh` labelled solutions the PRM was fitted on before (OUT/prm_data.jsonl,
+    then earlier rounds' labels), drawn by the round's seed: a refit on the new policy's labels alone
+    forgets what the PRM learned from the earlier ones (on dev, final AUROC 0.908 -> 0.770 in 3 rounds)."""
+    share = float(table.get("prm_replay", 0.0))
+    earlier = (out / "rounds" / str(k) / "prm_data.jsonl" for k in range(1, number))
+    sources = [out / "prm_data.jsonl", *earlier]
+    pool = [r for path in sources if path.exists() for r in read_jsonl(path) if r["completions"]]
+    count = min(len(pool), round(share * fresh))
+    return random.Random(10_007 * number).sample(pool, count)
+
+
+def gate_prm(recipe: dict[str, Any], before: Path, here: Path, hooks: LoopHooks) -> dict[str, Any]:
+    """Keep the refitted PRM only if it ranks the new policy's dev solutions at least as well as the PRM
+    it was refitted from (mean per-problem final AUROC over the dev tiers); otherwise the round serves
+    the previous PRM and keeps the refit in OUT/rounds/r/prm_refit. On dev, a refit on the new policy's
+    Monte-Carlo labels ranked that policy's solutions worse (0.799) than the unrefitted PRM (0.847):
+    the refit undoes what `prm_refine` taught. Returns the dev metrics of the pair the round keeps."""
+    path = here / "prm_gate.json"
+    if not path.exists():
+        dev = {
+            "refit": hooks.measure(recipe, here / "policy", here / "prm"),
+            "previous": hooks.measure(recipe, here / "policy", before / "prm"),
+        }
+        scores = {name: ranking_score(metrics) for name, metrics in dev.items()}
+        kept = "refit" if scores["refit"] >= scores["previous"] else "previous"
+        path.write_text(json.dumps({"kept": kept, "scores": scores, "dev": dev}, indent=2) + "\n")
+    gate = json.loads(path.read_text())
+    if gate["kept"] == "previous":
+        if not (here / "prm_refit").exists():
+            (here / "prm").rename(here / "prm_refit")
+        if not (here / "prm" / "done").exists():
+            copy_checkpoint(before / "prm", here / "prm")
+    log.info("round %s: PRM gate keeps the %s PRM (%s)", here.name, gate["kept"], gate["scores"])
+    return dict(gate["dev"][gate["kept"]])
+
+
+def read_gate(here: Path) -> dict[str, Any]:
+    gate = json.loads((here / "prm_gate.json").read_text())
+    return {"kept": gate["kept"], "scores": gate["scores"]}
+
+
+def ranking_score(metrics: dict[str, Any]) -> float:
+    """The mean per-problem final AUROC over the measured tiers: how well the PRM ranks one problem's
+    solutions, which is what selection needs (-1, below any AUROC, where no tier has both a right and
+    a wrong solution)."""
+    values = [
+        v["prm_auroc_per_problem"]
+        for v in metrics.values()
+        if isinstance(v, dict) and v.get("prm_auroc_per_problem") is not None
+    ]
+    return sum(values) / len(values) if values else -1.0
 
 
 def refit_prm(
