@@ -83,7 +83,24 @@ def learning_entry(round_dir: Path, tier: int, problems: int, samples: int) -> d
         "search_verified": facts.get("search_verified"),
         "search_tasks": facts.get("search_tasks"),
         "stage_seconds": facts.get("stage_seconds", {}),
+        "dev": dev_figures(facts, tier, samples),
     }
+
+
+def dev_figures(facts: dict[str, Any], tier: int, samples: int) -> dict[str, Any] | None:
+    """The round's figures on the dev split, as the loop measured them while it trained (metrics.json)."""
+    row = facts.get("dev", {}).get(str(tier))
+    if not row:
+        return None
+    names = {
+        "n_problems": "n_problems",
+        "greedy_accuracy": "greedy_accuracy",
+        f"pass_at_{samples}": f"pass_at_{samples}",
+        f"best_of_n_{samples}x_accuracy": f"best_of_{samples}_prm_accuracy",
+        "prm_auroc_final": "prm_auroc_final",
+        "prm_auroc_per_problem": "prm_auroc_per_problem",
+    }
+    return {"split": "dev", **{name: row.get(key) for name, key in names.items()}}
 
 
 def learning_results(run: Path, out: Path, tier: int, problems: int, samples: int) -> dict[str, Any]:
@@ -121,27 +138,43 @@ def plot_learning(report: dict[str, Any], path: Path, samples: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rounds = [e["round"] for e in report["rounds"]]
     fig, (acc, prm) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label in (
+    accuracy = (
         ("greedy_accuracy", "greedy"),
         (f"pass_at_{samples}", f"pass@{samples}"),
         (f"best_of_n_{samples}x_accuracy", f"Best-of-{samples} by PRM"),
-    ):
-        acc.plot(rounds, [100 * e[key] for e in report["rounds"]], marker="o", label=label)
-    acc.set_xlabel("round (0 = before the loop)")
-    acc.set_ylabel(f"tier {report['tier']} accuracy, % ({report['split']} split)")
-    acc.legend()
-    acc.grid(alpha=0.3)
+    )
+    for key, label in accuracy:
+        plot_both_splits(acc, report["rounds"], key, label, scale=100.0)
     for key, label in (("prm_auroc_final", "final, pooled"), ("prm_auroc_per_problem", "final, per problem")):
-        prm.plot(rounds, [e[key] or 0.0 for e in report["rounds"]], marker="o", label=label)
-    prm.set_xlabel("round")
+        plot_both_splits(prm, report["rounds"], key, label, scale=1.0)
+    acc.set_ylabel(f"tier {report['tier']} accuracy, %")
     prm.set_ylabel("PRM AUROC")
-    prm.legend()
-    prm.grid(alpha=0.3)
     for axis in (acc, prm):
-        axis.set_xticks(rounds)
-    fig.suptitle("ponder train --stages iterate: the learning loop")
+        axis.set_xlabel("round (0 = before the loop)")
+        axis.set_xticks([e["round"] for e in report["rounds"]])
+        axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+    fig.suptitle("ponder train --stages iterate: the learning loop (solid: eval, dashed: dev)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_both_splits(axis: Any, entries: list[dict[str, Any]], key: str, label: str, scale: float) -> None:
+    """One figure per round on eval (solid) and, where the loop measured it, on dev (dashed, same colour)."""
+    eval_points = [(e["round"], e.get(key)) for e in entries]
+    dev_points = [(e["round"], (e.get("dev") or {}).get(key)) for e in entries]
+    colour = None
+    for points, style, split in ((eval_points, "-", "eval"), (dev_points, "--", "dev")):
+        known = [(r, v) for r, v in points if v is not None]
+        if known:
+            line = axis.plot(
+                [r for r, _ in known],
+                [scale * v for _, v in known],
+                linestyle=style,
+                marker="o" if split == "eval" else ".",
+                color=colour,
+                label=f"{label}, {split}",
+            )
+            colour = line[0].get_color()

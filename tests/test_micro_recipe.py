@@ -48,6 +48,7 @@ def test_micro_recipe_produces_checkpoints_vllm_serves(tmp_path: Path) -> None:
     assert refine["sequences"] > 0 and refine["recipe"]["steps"] == 4
     assert (out / "training.png").stat().st_size > 1000
     assert_the_loop_ran_one_round(out)
+    assert_the_eval_curve_measures_every_round(out, tmp_path / "learning.json")
 
 
 def assert_the_loop_ran_one_round(out: Path) -> None:
@@ -74,3 +75,20 @@ def assert_the_loop_ran_one_round(out: Path) -> None:
         assert [r["round"] for r in card["rounds"]] == [0, 1] and card["loop"][-1]["round"] == 1
     seconds = json.loads((out / "stage_seconds.json").read_text())
     assert {"policy", "prm_data", "prm", "prm_refine", "iterate"} <= set(seconds)
+
+
+def assert_the_eval_curve_measures_every_round(run: Path, out: Path) -> None:
+    """`ponder eval learning` measures rounds 0 and 1 on the eval split, beside each round's dev figures."""
+    command = [sys.executable, "-m", "ponder.cli", "eval", "learning", "--run", str(run), "--out", str(out)]
+    command += ["--tier", "4", "--problems", "4", "--samples", "4"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["split"] == "eval" and [e["round"] for e in report["rounds"]] == [0, 1]
+    for entry in report["rounds"]:
+        assert entry["split"] == "eval" and entry["n_problems"] == 4
+        assert 0.0 <= entry["greedy_accuracy"] <= entry["pass_at_4"] <= 1.0
+        assert {"best_of_n_4x_accuracy", "prm_auroc_final", "prm_auroc_per_problem"} <= set(entry)
+        assert entry["dev"]["split"] == "dev" and entry["dev"]["n_problems"] == 8
+    assert report["rounds"][1]["stage_seconds"]["search"] > 0
+    assert out.with_suffix(".png").stat().st_size > 1000
