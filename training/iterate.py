@@ -138,7 +138,10 @@ def run_round(recipe: dict[str, Any], out: Path, number: int, hooks: LoopHooks) 
         replayed = replay_records(out, number, len(records), table)
         refit_prm(before / "prm", here, [*records, *replayed], table, number)
         seconds["prm"] = round(time.time() - started, 1)
+    started, gating = time.time(), not (here / "prm_gate.json").exists()
     measured = gate_prm(recipe, before, here, hooks) if table.get("prm_gate") else None
+    if measured is not None and gating:
+        seconds["gate"] = round(time.time() - started, 1)  # two dev measurements; the round's is one
 
     yield_ = {
         "search_tasks": len(tasks),
@@ -163,7 +166,9 @@ def finish_round(
     here = out / "rounds" / str(number)
     started = time.time()
     metrics = measured if measured is not None else hooks.measure(recipe, here / "policy", here / "prm")
-    record = {"round": number, **facts, "dev": metrics, "measure_seconds": round(time.time() - started, 1)}
+    record = {"round": number, **facts, "dev": metrics}
+    if measured is None:
+        record["measure_seconds"] = round(time.time() - started, 1)
     (here / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     MetricsLog(out / "metrics.jsonl").write(stage="iterate", **flat_dev_metrics(record))
     for name in ("policy", "prm"):
