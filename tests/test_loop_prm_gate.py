@@ -43,14 +43,16 @@ def round_dirs(tmp_path: Path) -> tuple[Path, Path]:
 def test_the_gate_keeps_the_prm_that_ranks_better(tmp_path: Path, refit: float, kept: str) -> None:
     before, here = round_dirs(tmp_path)
     calls: list[str] = []
-    metrics = gate_prm({}, before, here, hooks_scoring({"refit": refit, "previous": 0.80}, calls))
+    gate = gate_prm({}, before, here, hooks_scoring({"refit": refit, "previous": 0.80}, calls))
+    metrics = gate["dev"][gate["kept"]]
     assert sorted(calls) == ["previous", "refit"]
+    assert gate["kept"] == kept
     assert (here / "prm/model.safetensors").read_text() == kept
     assert metrics["4"]["prm_auroc_per_problem"] == (refit if kept == "refit" else 0.80)
     assert (here / "prm_refit").exists() == (kept == "previous")
     assert json.loads((here / "prm_gate.json").read_text())["kept"] == kept
     # a rerun (an interrupted round) reads the decision instead of measuring again
-    assert gate_prm({}, before, here, hooks_scoring({}, calls)) == metrics
+    assert gate_prm({}, before, here, hooks_scoring({}, calls)) == gate
     assert len(calls) == 2
 
 

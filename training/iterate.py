@@ -139,8 +139,8 @@ def run_round(recipe: dict[str, Any], out: Path, number: int, hooks: LoopHooks) 
         refit_prm(before / "prm", here, [*records, *replayed], table, number)
         seconds["prm"] = round(time.time() - started, 1)
     started, gating = time.time(), not (here / "prm_gate.json").exists()
-    measured = gate_prm(recipe, before, here, hooks) if table.get("prm_gate") else None
-    if measured is not None and gating:
+    gate = gate_prm(recipe, before, here, hooks) if table.get("prm_gate") else None
+    if gate is not None and gating:
         seconds["gate"] = round(time.time() - started, 1)  # two dev measurements; the round's is one
 
     yield_ = {
@@ -149,8 +149,9 @@ def run_round(recipe: dict[str, Any], out: Path, number: int, hooks: LoopHooks) 
         "search_solved": sum(bool(r["kept"]) for r in searched),  # any verified sample
         "kept_solutions": len(kept),
     }
-    gate = {"prm_gate": read_gate(here)} if measured else {}
-    finish_round(recipe, out, number, {**yield_, **gate, "stage_seconds": seconds}, hooks, measured)
+    decision = {"prm_gate": {"kept": gate["kept"], "scores": gate["scores"]}} if gate else {}
+    measured = gate["dev"][gate["kept"]] if gate else None
+    finish_round(recipe, out, number, {**yield_, **decision, "stage_seconds": seconds}, hooks, measured)
 
 
 def finish_round(
@@ -369,7 +370,8 @@ async def relabel(
 def replay_records(out: Path, number: int, fresh: int, table: dict[str, Any]) -> list[dict[str, Any]]:
     """Up to `prm_replay` x `fresh` labelled solutions the PRM was fitted on before (OUT/prm_data.jsonl,
     then earlier rounds' labels), drawn by the round's seed: a refit on the new policy's labels alone
-    forgets what the PRM learned from the earlier ones (on dev, final AUROC 0.908 -> 0.770 in 3 rounds)."""
+    forgets what the PRM learned from the earlier ones (on dev, final AUROC 0.908 -> 0.770 in 3 rounds).
+    Replay alone slowed that fall but did not stop it; `gate_prm` is what keeps the PRM from regressing."""
     share = float(table.get("prm_replay", 0.0))
     earlier = (out / "rounds" / str(k) / "prm_data.jsonl" for k in range(1, number))
     sources = [out / "prm_data.jsonl", *earlier]
@@ -383,7 +385,8 @@ def gate_prm(recipe: dict[str, Any], before: Path, here: Path, hooks: LoopHooks)
     it was refitted from (mean per-problem final AUROC over the dev tiers); otherwise the round serves
     the previous PRM and keeps the refit in OUT/rounds/r/prm_refit. On dev, a refit on the new policy's
     Monte-Carlo labels ranked that policy's solutions worse (0.799) than the unrefitted PRM (0.847):
-    the refit undoes what `prm_refine` taught. Returns the dev metrics of the pair the round keeps."""
+    the refit undoes what `prm_refine` taught. Returns the decision (OUT/rounds/r/prm_gate.json):
+    `kept`, both `scores`, and both pairs' `dev` metrics."""
     path = here / "prm_gate.json"
     if not path.exists():
         dev = {
@@ -400,12 +403,7 @@ def gate_prm(recipe: dict[str, Any], before: Path, here: Path, hooks: LoopHooks)
         if not (here / "prm" / "done").exists():
             copy_checkpoint(before / "prm", here / "prm")
     log.info("round %s: PRM gate keeps the %s PRM (%s)", here.name, gate["kept"], gate["scores"])
-    return dict(gate["dev"][gate["kept"]])
-
-
-def read_gate(here: Path) -> dict[str, Any]:
-    gate = json.loads((here / "prm_gate.json").read_text())
-    return {"kept": gate["kept"], "scores": gate["scores"]}
+    return dict(gate)
 
 
 def ranking_score(metrics: dict[str, Any]) -> float:
