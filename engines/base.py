@@ -57,6 +57,16 @@ async def gather_or_cancel(calls: Sequence[Awaitable[T]]) -> list[T]:
         raise
 
 
+SEED_SPACE = 2**63  # vLLM's requests carry a seed as a 64-bit integer; Python's ints are unbounded
+
+
+def derived_seed(seed: int, multiplier: int, index: int) -> int:
+    """A seed for part `index` of something seeded with `seed` (a round, a pass, a sample), in
+    [0, 2**63): a request's seed, multiplied at each level that derives one, must still fit the
+    engine's 64 bits (a client's seed of 2**62 would otherwise make vLLM refuse the request)."""
+    return (seed * multiplier + index) % SEED_SPACE
+
+
 @dataclass(frozen=True)
 class Sampling:
     temperature: float = 1.0

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engines.base import Continuation, Finish, Generation, Sampling, gather_or_cancel, validate_prefixes
+from engines.base import (
+    Continuation,
+    Finish,
+    Generation,
+    Sampling,
+    derived_seed,
+    gather_or_cancel,
+    validate_prefixes,
+)
 from engines.cpu_binding import cpu_binding, on_cpu_backend
 from engines.inflight import InflightRequests
 from engines.spec import PolicySpec
@@ -121,7 +129,7 @@ def load_tokenizer(model: str | Path) -> Any:
 def sample_seed(seed: int | None, index: int) -> int | None:
     """The seed of sample `index` of a call (prefix-major): distinct per sample, so identical prefixes
     in one call do not draw identical samples. Shared with the remote engine so both draw the same."""
-    return None if seed is None else seed * 1_000_003 + index
+    return None if seed is None else derived_seed(seed, 1_000_003, index)
 
 
 class PolicyText:

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.base import Continuation, InvalidPrompt, Sampling
+from engines.base import Continuation, InvalidPrompt, Sampling, derived_seed
 from engines.budget import Budget, Hold, SearchStopped, StopReason
 from engines.metered import MeteredPolicy
 from engines.usage import Usage
@@ -114,7 +114,7 @@ class SearchContext:
     def seeded(self, round_index: int) -> Sampling:
         """The request's sampling with a seed per round, so rounds draw different samples reproducibly."""
         seed = self.sampling.seed
-        return replace(self.sampling, seed=None if seed is None else seed * 7919 + round_index)
+        return replace(self.sampling, seed=None if seed is None else derived_seed(seed, 7919, round_index))
 
     def require_verifier(self) -> MeteredVerifier:
         if self.verifier is None:
@@ -222,6 +222,14 @@ async def score(ctx: SearchContext, traces: Sequence[Trace]) -> list[Trace]:
         for i, row in zip(readable, scores.step_scores, strict=True):
             out[i] = replace(out[i], scores=tuple(row))
     return out
+
+
+async def score_distinct(ctx: SearchContext, traces: Sequence[Trace]) -> list[Trace]:
+    """`score` reading each distinct trace once, in one verifier call: siblings often sample the same
+    step, and a copy gets its twin's scores."""
+    unique = list(dict.fromkeys(traces))
+    by_trace = dict(zip(unique, await score(ctx, unique), strict=True))
+    return [by_trace[trace] for trace in traces]
 
 
 def value(trace: Trace, how: Aggregation) -> float:

@@ -25,6 +25,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from engines.base import derived_seed
 from engines.budget import Hold, SearchStopped, StopReason
 from searchers.base import (
     COST_MARGIN,
@@ -38,7 +39,7 @@ from searchers.base import (
     distinct,
     never_below_greedy,
     result,
-    score,
+    score_distinct,
     stepwise_path_cost,
     value,
 )
@@ -131,8 +132,8 @@ class Beam(SearcherDefaults):
 
 
 async def scored(ctx: SearchContext, branches: list[Branch]) -> list[Branch]:
-    """The branches with PRM scores, in one verifier call."""
-    traces = await score(ctx, [b.trace for b in branches])
+    """The branches with PRM scores, in one verifier call that reads each distinct trace once."""
+    traces = await score_distinct(ctx, [b.trace for b in branches])
     return [Branch(t, b.group) for t, b in zip(traces, branches, strict=True)]
 
 
@@ -190,7 +191,7 @@ def pass_context(ctx: SearchContext, index: int) -> SearchContext:
     seed = ctx.sampling.seed
     if index == 0 or seed is None:
         return ctx
-    return replace(ctx, sampling=replace(ctx.sampling, seed=seed * 104_729 + index))
+    return replace(ctx, sampling=replace(ctx.sampling, seed=derived_seed(seed, 104_729, index)))
 
 
 def merged(ctx: SearchContext, passes: Sequence[SearchResult]) -> SearchResult:

@@ -388,6 +388,39 @@ async def test_each_pass_draws_on_its_own_seeds() -> None:
     assert seeds[0] == ctx.seeded(0).seed and len(set(seeds)) == 3
 
 
+def test_derived_seeds_fit_64_bits_and_keep_small_seeds_as_they_were() -> None:
+    from engines.base import derived_seed
+
+    assert derived_seed(3, 7919, 2) == 3 * 7919 + 2  # the seeds every committed sweep drew with
+    for seed in [0, 30_000, 2**62, 2**63 - 1, 2**80, -1, -(2**70)]:
+        for multiplier in [7919, 104_729, 1_000_003]:
+            assert 0 <= derived_seed(seed, multiplier, 5) < 2**63
+    assert derived_seed(2**62, 7919, 1) != derived_seed(2**62, 7919, 2)
+
+
+async def test_beam_reads_each_distinct_step_once_per_round() -> None:
+    """Siblings that sampled the same step are one PRM input: the verifier is asked for fewer traces than
+    the beams it scores, and every copy carries its twin's scores."""
+
+    class CountingPRM(FakePRM):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inputs: list[list[tuple[int, ...]]] = []
+
+        async def score(self, candidates: Any, request_id: str) -> Any:
+            self.inputs.append([tuple(t for step in c.steps for t in step) for c in candidates])
+            return await super().score(candidates, request_id)
+
+    prm = CountingPRM()
+    found = await Controller(FakeEngine(slip=0.0), prm).run(
+        request(PROBLEMS[1], "beam", 60_000, {"beams": 16, "expansions": 4})
+    )
+    assert found.best.finished
+    assert all(len(set(inputs)) == len(inputs) for inputs in prm.inputs)  # no copy is read twice
+    assert sum(len(inputs) for inputs in prm.inputs) < 1 + 16 + 16  # 16 first steps, 16 second ones
+    assert all(c.scored for c in found.candidates)
+
+
 async def test_beam_search_solves_more_than_sampling() -> None:
     """The fake PRM flags slips and dead ends, so step-level search should beat a single sample."""
     from tasks.countdown import parse_prompt

@@ -47,7 +47,7 @@ def make_request(
         strategy=strategy,
         budget=budget,
         knobs=knobs,
-        sampling=Sampling(seed=3),
+        sampling=Sampling(seed=extra.pop("seed", 3)),
         **extra,
     )
 
@@ -165,4 +165,16 @@ async def test_a_deadline_ends_the_search_with_its_best_so_far(
     found = await controller.run(make_request(policy_engine, "best_of_n", {"n": 1000}, 60_000, timeout_s=1.0))
     assert found.stop_reason == "deadline"
     await asyncio.sleep(0.3)
+    assert idle(policy_engine, prm_engine)
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, -(2**62)])
+async def test_a_seed_at_the_edge_of_64_bits_still_searches(
+    policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM, seed: int
+) -> None:
+    """Seeds derived from the request's (per round, pass and sample) stay inside the 64 bits vLLM
+    takes: a client's large or negative seed is searched with, not refused by the engine."""
+    controller = Controller(policy_engine, prm_engine)
+    found = await controller.run(make_request(policy_engine, "particle_filter", {}, 400, seed=seed))
+    assert found.usage.policy_calls > 1 and found.best.finished
     assert idle(policy_engine, prm_engine)
