@@ -39,7 +39,7 @@ from searchers.base import (
     distinct,
     never_below_greedy,
     result,
-    score_distinct,
+    score,
     stepwise_path_cost,
     value,
 )
@@ -132,8 +132,8 @@ class Beam(SearcherDefaults):
 
 
 async def scored(ctx: SearchContext, branches: list[Branch]) -> list[Branch]:
-    """The branches with PRM scores, in one verifier call that reads each distinct trace once."""
-    traces = await score_distinct(ctx, [b.trace for b in branches])
+    """The branches with PRM scores, in one verifier call."""
+    traces = await score(ctx, [b.trace for b in branches])
     return [Branch(t, b.group) for t, b in zip(traces, branches, strict=True)]
 
 

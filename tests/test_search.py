@@ -398,29 +398,6 @@ def test_derived_seeds_fit_64_bits_and_keep_small_seeds_as_they_were() -> None:
     assert derived_seed(2**62, 7919, 1) != derived_seed(2**62, 7919, 2)
 
 
-async def test_beam_reads_each_distinct_step_once_per_round() -> None:
-    """Siblings that sampled the same step are one PRM input: the verifier is asked for fewer traces than
-    the beams it scores, and every copy carries its twin's scores."""
-
-    class CountingPRM(FakePRM):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inputs: list[list[tuple[int, ...]]] = []
-
-        async def score(self, candidates: Any, request_id: str) -> Any:
-            self.inputs.append([tuple(t for step in c.steps for t in step) for c in candidates])
-            return await super().score(candidates, request_id)
-
-    prm = CountingPRM()
-    found = await Controller(FakeEngine(slip=0.0), prm).run(
-        request(PROBLEMS[1], "beam", 60_000, {"beams": 16, "expansions": 4})
-    )
-    assert found.best.finished
-    assert all(len(set(inputs)) == len(inputs) for inputs in prm.inputs)  # no copy is read twice
-    assert sum(len(inputs) for inputs in prm.inputs) < 1 + 16 + 16  # 16 first steps, 16 second ones
-    assert all(c.scored for c in found.candidates)
-
-
 async def test_beam_search_solves_more_than_sampling() -> None:
     """The fake PRM flags slips and dead ends, so step-level search should beat a single sample."""
     from tasks.countdown import parse_prompt
