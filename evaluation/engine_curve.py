@@ -10,6 +10,14 @@ Why: a search keeps only as many sequences in flight as its requests' samples, a
 throughput grows with its batch; and in one process on a small machine the PRM's compute shares the
 policy's memory and caches. The curve says what throughput a traffic shape can reach at best, which
 is what a search layer's share of the raw figure should be read against.
+
+`request_shapes(engines, width, seconds)` holds `width` requests in flight for `seconds` each way and
+reports generated tokens/s and requests/s: every request a whole solution (Best-of-N's shape) or one
+step, then a new request that continues it (step-level search's shape: beam, DVTS, the particle filter);
+each with a seed per request (as the sweeps send) and without. Why: in the tier-4 sweep at 64x the policy
+held 256 or more requests in flight most of the time under beam and the particle filter, as under
+Best-of-N, yet generated about 0.6 as many tokens/s; these shapes measure how much of that a step-long
+request costs by itself, on the same engine and the same number of requests in flight.
 """
 
 from __future__ import annotations
@@ -97,6 +105,58 @@ async def engine_curve(
             }
         )
     return points
+
+
+async def chains_rate(
+    policy: PolicyEngine,
+    prompts: Sequence[Sequence[int]],
+    width: int,
+    seconds: float,
+    by_step: bool,
+    seeded: bool,
+) -> dict[str, float]:
+    """Generated tokens/s and requests/s of `width` chains running at once for `seconds`: each chain sends
+    one request at a time (one sample), a whole solution or one step (then the next step from where it
+    stopped), and starts a new solution from its prompt when one ends."""
+    deadline = time.perf_counter() + seconds
+    generated = requests = 0
+
+    async def chain(index: int) -> None:
+        nonlocal generated, requests
+        prompt = list(prompts[index % len(prompts)])
+        prefix = list(prompt)
+        k = 0
+        while time.perf_counter() < deadline:
+            sampling = Sampling(temperature=1.0, seed=index * 100_003 + k if seeded else None)
+            call = policy.expand if by_step else policy.rollout
+            generation = await call([prefix], 1, sampling, f"shape-{by_step}-{seeded}-{index}-{k}")
+            continuation = generation.continuations[0][0]
+            generated += generation.usage.generated_tokens
+            requests += 1
+            k += 1
+            ended = not by_step or continuation.finish != "step"
+            prefix = list(prompt) if ended else [*prefix, *continuation.token_ids]
+
+    started = time.perf_counter()
+    await asyncio.gather(*(chain(i) for i in range(width)))
+    elapsed = time.perf_counter() - started
+    return {
+        "generated_tokens_per_s": round(generated / elapsed, 1),
+        "requests_per_s": round(requests / elapsed, 1),
+    }
+
+
+async def request_shapes(engines: Engines, width: int = 256, seconds: float = 15.0) -> list[dict[str, Any]]:
+    """Whole-solution against one-step requests, seeded and not, `width` in flight (see the module doc)."""
+    prompts = [engines.policy.encode(countdown_problem(t).prompt()) for t in load_eval_set(4, limit=64)]
+    await chains_rate(engines.policy, prompts, 16, 2.0, by_step=True, seeded=True)  # warm-up
+    shapes = []
+    for by_step in (False, True):
+        for seeded in (True, False):
+            rate = await chains_rate(engines.policy, prompts, width, seconds, by_step, seeded)
+            shape = "one step per request" if by_step else "one solution per request"
+            shapes.append({"requests": shape, "seeded": seeded, "in_flight": width, **rate})
+    return shapes
 
 
 def plot_engine_curve(curve: Sequence[dict[str, Any]], path: Path) -> Path | None:

@@ -340,7 +340,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report = remote_overhead(args.models, args.out or Path("results/remote-overhead.json"))
         print(json.dumps(report, indent=2))
         return 0
-    from evaluation.engine_curve import engine_curve, plot_engine_curve
+    from evaluation.engine_curve import engine_curve, plot_engine_curve, request_shapes
     from evaluation.foundation import engine_throughput, prm_throughput
     from server.engines import Engines
 
@@ -349,6 +349,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report = {**policy, **await prm_throughput(engines, args.prompts, args.n, args.repeats)}
         if args.curve:
             report["by_width"] = await engine_curve(engines, repeats=args.repeats)
+            report["by_request_shape"] = await request_shapes(engines)
         return report
 
     # the engines on the cores they get when serving (one each on 2 cores)
@@ -607,7 +608,8 @@ def add_bench(sub: Subparsers) -> None:
         "--no-curve",
         dest="curve",
         action="store_false",
-        help="skip the policy's throughput by sequences in flight, alone and beside a busy PRM (~3 min)",
+        help="skip the policy's throughput by sequences in flight, alone and beside a busy PRM, and by "
+        "request shape (whole solutions or one step per request, seeded or not) (~4 min)",
     )
     bench.add_argument(
         "--remote",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -88,3 +89,38 @@ async def test_the_width_curve_has_a_point_per_width_and_a_plot(tmp_path: Path) 
     assert all(p["generated_tokens_per_s"] > 0 and p["generated_tokens_per_s_prm_busy"] > 0 for p in curve)
     path = plot_engine_curve(curve, tmp_path / "engine-width.png")
     assert path is not None and path.stat().st_size > 1000
+
+
+async def test_request_shapes_send_one_step_or_one_solution_per_request() -> None:
+    """Step-long requests continue each other until a solution ends: more requests for the same tokens
+    than whole-solution requests, every request one sample, and each shape seeded and not."""
+    from evaluation.engine_curve import chains_rate, request_shapes
+    from server.engines import Engines
+
+    class Counting(FakeEngine):
+        def __init__(self) -> None:
+            super().__init__(slip=0.0)
+            self.seeds: list[int | None] = []
+
+        async def _generate(
+            self, prefixes: Any, n: int, sampling: Any, request_id: str, until_step: bool
+        ) -> Any:
+            assert len(prefixes) == 1 and n == 1
+            self.seeds.append(sampling.seed)
+            return await super()._generate(prefixes, n, sampling, request_id, until_step)
+
+    engine = Counting()
+    prompts = [engine.encode("3 7 9 13 -> 24\n"), engine.encode("2 5 8 -> 11\n")]
+    steps = await chains_rate(engine, prompts, 4, 0.1, by_step=True, seeded=True)
+    whole = await chains_rate(engine, prompts, 4, 0.1, by_step=False, seeded=False)
+    assert steps["generated_tokens_per_s"] > 0 and whole["generated_tokens_per_s"] > 0
+    per_request = [r["generated_tokens_per_s"] / r["requests_per_s"] for r in (steps, whole)]
+    assert per_request[0] < per_request[1] / 1.5  # a step is a fraction of a 2- or 3-step solution
+    assert None in engine.seeds and any(s is not None for s in engine.seeds)
+    shapes = await request_shapes(Engines(Counting(), FakePRM()), width=4, seconds=0.05)
+    assert [(s["requests"], s["seeded"]) for s in shapes] == [
+        ("one solution per request", True),
+        ("one solution per request", False),
+        ("one step per request", True),
+        ("one step per request", False),
+    ]
