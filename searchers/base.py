@@ -232,6 +232,20 @@ async def score_distinct(ctx: SearchContext, traces: Sequence[Trace]) -> list[Tr
     return [by_trace[trace] for trace in traces]
 
 
+def first_step(
+    continuation: Continuation,
+    split: Callable[[Sequence[int]], list[tuple[int, ...]]],
+    decode: Callable[..., str],
+) -> Continuation:
+    """A sampled continuation's first step, with that step's own log-probability (the continuation
+    itself when it is a single step: then the child is where it ended)."""
+    steps = split(continuation.token_ids)
+    if len(steps) <= 1:
+        return continuation
+    logprob = continuation.step_logprobs[0] if continuation.step_logprobs else continuation.logprob
+    return Continuation(steps[0], decode(steps[0]), "step", logprob, (logprob,))
+
+
 def value(trace: Trace, how: Aggregation) -> float:
     """One number per trace; an unscored or empty trace is worth nothing."""
     return aggregate(trace.scores, how) if trace.scored and trace.steps else 0.0

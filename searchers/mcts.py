@@ -58,6 +58,7 @@ from searchers.base import (
     SearchResult,
     Trace,
     best_by_value,
+    first_step,
     never_below_greedy,
     result,
     score,
@@ -227,20 +228,6 @@ def attach_children(ctx: SearchContext, leaf: Node, continuations: Sequence[Cont
             )
     leaf.children = list(by_step.values())
     return leaf.children
-
-
-def first_step(
-    continuation: Continuation,
-    split: Callable[[Sequence[int]], list[tuple[int, ...]]],
-    decode: Callable[..., str],
-) -> Continuation:
-    """A sampled continuation's first step, with that step's own log-probability (the continuation
-    itself when it is a single step: then the child is where it ended)."""
-    steps = split(continuation.token_ids)
-    if len(steps) <= 1:
-        return continuation
-    logprob = continuation.step_logprobs[0] if continuation.step_logprobs else continuation.logprob
-    return Continuation(steps[0], decode(steps[0]), "step", logprob, (logprob,))
 
 
 def attach_rollouts(

@@ -234,7 +234,11 @@ class GreedyCutShort(RecordingEngine):
 
 
 @pytest.mark.parametrize(
-    ("budget", "knobs"), [(500, {"beams": 8, "expansions": 2}), (60_000, {"max_depth": 1})]
+    ("budget", "knobs"),
+    [
+        (500, {"beams": 8, "expansions": 2, "evaluation": "step"}),
+        (60_000, {"max_depth": 1, "evaluation": "step"}),
+    ],
 )
 async def test_an_unfinished_beam_search_rolls_its_best_partial_beam_out_greedily(
     budget: int, knobs: dict[str, Any]

@@ -199,6 +199,8 @@ STRATEGY_KNOBS: list[tuple[str, dict[str, Any]]] = [
     ("dvts", {}),
     ("dvts", {"beams": 16, "expansions": 4}),
     ("beam", {"max_depth": 1}),
+    ("beam", {"evaluation": "rollout"}),
+    ("dvts", {"evaluation": "rollout", "beams": 8, "expansions": 2}),
     ("mcts", {}),
     ("mcts", {"evaluation": "prm", "children": 2}),
     ("revision", {}),
@@ -386,6 +388,28 @@ async def test_each_pass_draws_on_its_own_seeds() -> None:
     ctx = Controller(FakeEngine(), FakePRM()).context(request(PROBLEMS[0], "beam", 1000), 1000)
     seeds = [pass_context(ctx, index).seeded(0).seed for index in range(3)]
     assert seeds[0] == ctx.seeded(0).seed and len(set(seeds)) == 3
+
+
+async def test_beam_with_rollouts_samples_whole_solutions_and_ranks_a_step_by_its_rollout() -> None:
+    """Each round is one rollout call and one PRM call; a kept beam's steps carry its rollout's first
+    scores, and every finished rollout is an answer candidate."""
+    from searchers.base import Trace
+    from searchers.beam import Beam, Branch
+
+    engine, prm = FakeEngine(slip=0.3), FakePRM()
+    knobs = {"beams": 8, "expansions": 2, "evaluation": "rollout", "include_greedy": False}
+    found = await Controller(engine, prm).run(request(PROBLEMS[2], "beam", 60_000, knobs))
+    assert found.best.finished
+    assert engine.calls == prm.calls  # one rollout call, then one scoring call, each round
+    assert found.usage.policy_calls == 8 + (engine.calls - 1) * 4 * 2
+    finished = [c for c in found.candidates if c.finished]
+    assert len(finished) > 1 and all(c.scored for c in finished)
+    # ranking: the step whose rollout the PRM values more is kept, whatever the step's own score
+    weak_step_good_rollout = Branch(Trace(((1,),), scores=(0.1,)), 0, Trace(((1,), (2,)), scores=(0.1, 0.9)))
+    strong_step_bad_rollout = Branch(Trace(((3,),), scores=(0.8,)), 0, Trace(((3,), (4,)), scores=(0.8, 0.2)))
+    ctx: Any = type("Ctx", (), {"aggregation": "last"})()
+    kept = Beam().keep(ctx, [strong_step_bad_rollout, weak_step_good_rollout], 2, 2)
+    assert kept == [weak_step_good_rollout]
 
 
 def test_derived_seeds_fit_64_bits_and_keep_small_seeds_as_they_were() -> None:

@@ -14,7 +14,7 @@ from fake_prm import FakePRM
 
 from engines.base import Continuation, Generation, Sampling
 from engines.cost import CostWeights
-from searchers.base import Trace
+from searchers.base import Trace, first_step
 from searchers.controller import Controller, InvalidSearch, SearchRequest
 from searchers.mcts import (
     MCTS,
@@ -22,7 +22,6 @@ from searchers.mcts import (
     Node,
     attach_children,
     backup,
-    first_step,
     leaf_value,
     most_visited_end,
     remove_virtual_loss,
