@@ -13,11 +13,12 @@ is what a search layer's share of the raw figure should be read against.
 
 `request_shapes(engines, width, seconds)` holds `width` requests in flight for `seconds` each way and
 reports generated tokens/s and requests/s: every request a whole solution (Best-of-N's shape) or one
-step, then a new request that continues it (step-level search's shape: beam, DVTS, the particle filter);
-each with a seed per request (as the sweeps send) and without. Why: in the tier-4 sweep at 64x the policy
-held 256 or more requests in flight most of the time under beam and the particle filter, as under
-Best-of-N, yet generated about 0.6 as many tokens/s; these shapes measure how much of that a step-long
-request costs by itself, on the same engine and the same number of requests in flight.
+step, then a new request that continues it (the particle filter's shape, and beam's with step
+evaluation); each with a seed per request (as the sweeps send) and without. Why: in the tier-4 sweep
+at 64x the policy held 256 or more requests in flight most of the time under step-level beam and the
+particle filter, as under Best-of-N, yet generated about 0.6 as many tokens/s; these shapes measure
+how much of that a step-long request costs by itself, on the same engine and the same number of
+requests in flight.
 """
 
 from __future__ import annotations

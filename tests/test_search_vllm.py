@@ -26,6 +26,7 @@ STRATEGIES: list[tuple[str, dict[str, Any]]] = [
     ("best_of_n", {"select": "weighted_vote", "n": 6}),
     ("best_of_n", {"select": "outcome", "n": 6}),
     ("beam", {}),
+    ("beam", {"evaluation": "step"}),
     ("dvts", {}),
     ("mcts", {}),
     ("mcts", {"evaluation": "prm+rollout"}),
@@ -63,6 +64,7 @@ def idle(policy: VLLMPolicyEngine, prm: VLLMPRM) -> bool:
 BUDGET_CASES: list[tuple[str, dict[str, Any], int, CostWeights]] = [
     ("best_of_n", {}, 300, CostWeights()),
     ("beam", {"beams": 4, "expansions": 2}, 400, CostWeights(2.0, 0.0, 0.05, 0.0)),
+    ("beam", {"evaluation": "step"}, 500, CostWeights()),
     ("dvts", {}, 600, CostWeights(0.1, 0.01, 0.3, 0.01)),
     ("mcts", {}, 500, CostWeights(0.02, 0.5, 1.5, 2.0)),
     ("mcts", {"evaluation": "prm"}, 45, CostWeights()),
@@ -126,7 +128,9 @@ async def test_step_level_search_reuses_the_prefix_cache(
     policy_engine: VLLMPolicyEngine, prm_engine: VLLMPRM
 ) -> None:
     controller = Controller(policy_engine, prm_engine)
-    found = await controller.run(make_request(policy_engine, "beam", {"beams": 16}, 20_000, task=1))
+    found = await controller.run(
+        make_request(policy_engine, "beam", {"beams": 16, "evaluation": "step"}, 20_000, task=1)
+    )
     assert found.usage.cached_prompt_tokens > 0
 
 
