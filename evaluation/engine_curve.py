@@ -121,6 +121,7 @@ async def chains_rate(
     stopped), and starts a new solution from its prompt when one ends."""
     deadline = time.perf_counter() + seconds
     generated = requests = 0
+    call = policy.expand if by_step else policy.rollout
 
     async def chain(index: int) -> None:
         nonlocal generated, requests
@@ -129,7 +130,6 @@ async def chains_rate(
         k = 0
         while time.perf_counter() < deadline:
             sampling = Sampling(temperature=1.0, seed=index * 100_003 + k if seeded else None)
-            call = policy.expand if by_step else policy.rollout
             generation = await call([prefix], 1, sampling, f"shape-{by_step}-{seeded}-{index}-{k}")
             continuation = generation.continuations[0][0]
             generated += generation.usage.generated_tokens

@@ -224,14 +224,6 @@ async def score(ctx: SearchContext, traces: Sequence[Trace]) -> list[Trace]:
     return out
 
 
-async def score_distinct(ctx: SearchContext, traces: Sequence[Trace]) -> list[Trace]:
-    """`score` reading each distinct trace once, in one verifier call: siblings often sample the same
-    step, and a copy gets its twin's scores."""
-    unique = list(dict.fromkeys(traces))
-    by_trace = dict(zip(unique, await score(ctx, unique), strict=True))
-    return [by_trace[trace] for trace in traces]
-
-
 def first_step(
     continuation: Continuation,
     split: Callable[[Sequence[int]], list[tuple[int, ...]]],

@@ -58,7 +58,7 @@ from searchers.base import (
     distinct,
     never_below_greedy,
     result,
-    score_distinct,
+    score,
     stepwise_path_cost,
     value,
 )
@@ -168,8 +168,9 @@ async def advance(ctx: SearchContext, population: list[Particle], depth: int) ->
 
 async def scored(ctx: SearchContext, population: list[Particle]) -> list[Particle]:
     """The particles with PRM scores, in one verifier call that reads each distinct trace once."""
-    traces = await score_distinct(ctx, [p.trace for p in population])
-    return [replace(p, trace=t) for p, t in zip(population, traces, strict=True)]
+    unique = list(dict.fromkeys(p.trace for p in population))
+    by_trace = dict(zip(unique, await score(ctx, unique), strict=True))
+    return [replace(p, trace=by_trace[p.trace]) for p in population]
 
 
 # --- weigh ----------------------------------------------------------------------------------------
