@@ -81,7 +81,10 @@ def learning_entry(round_dir: Path, tier: int, problems: int, samples: int) -> d
         "prm_auroc_per_problem_n": row["prm_auroc_per_problem_n"],
         "prm_auroc_steps": row["prm_auroc_steps"],
         "search_verified": facts.get("search_verified"),
+        "search_solved": facts.get("search_solved"),
         "search_tasks": facts.get("search_tasks"),
+        "search_yield": facts.get("search_yield"),  # problems with a verified sample per CPU minute
+        "prm_kept": (facts.get("prm_gate") or {}).get("kept"),  # the gate's verdict (None: no gate)
         "stage_seconds": facts.get("stage_seconds", {}),
         "dev": dev_figures(facts, tier, samples),
     }

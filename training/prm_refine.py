@@ -94,8 +94,8 @@ def result_target(tokenizer: Any, result: int | None) -> float:
     """TOKEN_TARGET + the result's token id, or IGNORE when there is no result or no single token."""
     if result is None:
         return float(IGNORE)
-    token_id = int(tokenizer.convert_tokens_to_ids(str(result)))
-    return float(IGNORE) if token_id == tokenizer.unk_token_id else TOKEN_TARGET + token_id
+    token_id = tokenizer.convert_tokens_to_ids(str(result))  # None in a vocabulary without unk
+    return float(IGNORE) if token_id in (None, tokenizer.unk_token_id) else TOKEN_TARGET + int(token_id)
 
 
 def refine_loss(good_id: int, bad_id: int, arithmetic_weight: float) -> LossFn:

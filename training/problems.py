@@ -15,7 +15,7 @@ from typing import Any
 
 from tasks.countdown import Problem
 from tasks.datasets import countdown_problem
-from training.iterate import label_tasks_of, round_tasks
+from training.iterate import exact_label_tasks_of, label_tasks_of, round_tasks
 from training.prm import synthetic_problems, synthetic_table
 from training.prm_data import labelled_problems
 from training.traces import sft_problems
@@ -34,6 +34,7 @@ def stage_problems(recipe: dict[str, Any]) -> dict[str, list[Problem]]:
     lists.update(labelled_problems(recipe))
     lists["prm_synthetic"] = synthetic_problems(*synthetic_table(recipe))
     for number in range(1, int(recipe.get("iterate", {}).get("rounds", 0)) + 1):
-        for name, tasks in (("search", round_tasks), ("labels", label_tasks_of)):
+        draws = (("search", round_tasks), ("labels", label_tasks_of), ("exact_labels", exact_label_tasks_of))
+        for name, tasks in draws:
             lists[f"iterate_{number}_{name}"] = [countdown_problem(t) for t in tasks(recipe, number)]
     return lists
