@@ -32,6 +32,11 @@ Subparsers = Any  # argparse's private _SubParsersAction
 MODELS_HELP = "directory with the policy in policy/ and the PRM in prm/"
 
 
+def docs(*pages: str) -> str:
+    """A help text's last line: the pages of the docs site (docs/, `mkdocs serve`) that explain it."""
+    return "Docs: " + ", ".join(f"docs/{page}.md" for page in pages)
+
+
 class ServeSettings(ServerSettings):
     """`ponder serve`: the server's settings, with the embedded default models as the default."""
 
@@ -368,9 +373,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ponder", description="Ponder: inference-time search on vLLM.")
+    parser = argparse.ArgumentParser(
+        prog="ponder",
+        description="Ponder: inference-time search on vLLM.",
+        epilog=docs("index", "getting-started"),
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_serve, add_engine, add_train, add_eval, add_bench, add_load):
+    for add in (add_serve, add_engine, add_train, add_eval, add_bench, add_load, add_plot):
         add(sub)
     return parser
 
@@ -389,6 +398,7 @@ def add_serve(sub: Subparsers) -> None:
         description="Start the vLLM policy and PRM engines on MODELS and serve /v1/chat/completions, "
         "/v1/completions, /v1/models, /health and /metrics. Every flag can also be set as an environment "
         "variable PONDER_<FLAG> (PONDER_API_KEY, PONDER_PORT, ...).",
+        epilog=docs("api", "own-models", "budget"),
     )
 
 
@@ -402,6 +412,7 @@ def add_engine(sub: Subparsers) -> None:
         description="Start vLLM's OpenAI-compatible server on MODELS/ROLE with the settings of Ponder's "
         "in-process engines (block size 32, no chunked prefill, prompt-token details; for the PRM the STEP "
         "pooling classifier without prefix caching). Arguments after `--` go to vLLM unchanged.",
+        epilog=docs("scaling-out", "vllm-cpu"),
     ).set_defaults(vllm_args=[])
 
 
@@ -413,6 +424,7 @@ def add_eval(sub: Subparsers) -> None:
     ev = sub.add_parser(
         "eval",
         help="held-out evaluations on the real engines (foundation, learning, prm-failures, search, replay)",
+        epilog=docs("results", "own-tasks"),
     )
     suites = ev.add_subparsers(dest="suite", required=True)
     for add in (
@@ -426,7 +438,11 @@ def add_eval(sub: Subparsers) -> None:
 
 
 def add_eval_foundation(suites: Subparsers) -> None:
-    found = suites.add_parser("foundation", help="policy accuracy, pass@k, PRM AUROC, engine throughput")
+    found = suites.add_parser(
+        "foundation",
+        help="policy accuracy, pass@k, PRM AUROC, engine throughput",
+        epilog=docs("results"),
+    )
     add_models(found)
     found.add_argument("--out", type=Path, default=Path("results/foundation.json"))
     found.add_argument("--problems", type=int, default=300, help="held-out problems per tier (max 300)")
@@ -443,6 +459,7 @@ def add_eval_learning(suites: Subparsers) -> None:
     learn = suites.add_parser(
         "learning",
         help="the learning loop's curve: every round of a run on the eval split (results/learning.json)",
+        epilog=docs("training", "results"),
     )
     learn.add_argument("--run", type=Path, required=True, help="a `ponder train` output with rounds/")
     learn.add_argument("--out", type=Path, default=Path("results/learning.json"))
@@ -468,6 +485,7 @@ def add_eval_prm_failures(suites: Subparsers) -> None:
         description="Sample solutions to held-out problems at temperature 1.0, grade each by the first thing "
         "wrong with it (a fake last step, an earlier illegal step, ...) and report, per kind, how often it "
         "happens and how well the PRM's last-step score separates it from the correct solutions.",
+        epilog=docs("results"),
     )
     add_models(failures)
     failures.add_argument("--out", type=Path, default=Path("results/prm-failures.json"))
@@ -493,6 +511,7 @@ def add_eval_search(suites: Subparsers) -> None:
         "kind of token at the served models' weights). On dev or a task file it also fits auto's strategy "
         "table (cross-fitted for its own points in-process); on a Countdown eval split auto is measured "
         "with the table fitted on dev; on a server, auto is measured as served.",
+        epilog=docs("own-tasks", "results"),
     )
     add_models(search)
     search.add_argument("--out", type=Path, default=Path("results/search.json"))
@@ -568,6 +587,7 @@ def add_eval_replay(suites: Subparsers) -> None:
         help="replay a held-out task set through a running server (graded into its metrics)",
         description="Send each task to SERVER's /v1/completions with a strategy, a budget and the reference "
         "answer, so the server counts graded outcomes (ponder_graded_total) and this prints the accuracy.",
+        epilog=docs("metrics"),
     )
     rep.add_argument("--server", required=True, help="base URL, e.g. http://127.0.0.1:8000")
     rep.add_argument("--tier", type=int, default=4, choices=[3, 4, 5])
@@ -583,6 +603,7 @@ def add_bench(sub: Subparsers) -> None:
     bench = sub.add_parser(
         "bench",
         help="raw policy-engine throughput (the search layer's reference) and the PRM's scored tokens/s",
+        epilog=docs("results", "budget", "scaling-out"),
     )
     add_models(bench)
     bench.add_argument("--policy", help="a policy of your own instead of --models (with --prm)")
@@ -627,6 +648,7 @@ def add_load(sub: Subparsers) -> None:
         description="Start the engines and the server on a loopback port, send REQUESTS chat requests at "
         "CONCURRENCY (a strategy mix, then Best-of-N only) and write latency percentiles and throughput "
         "against the raw engine throughput.",
+        epilog=docs("results", "metrics"),
     )
     add_models(load)
     load.add_argument("--requests", type=int, default=200)
@@ -639,6 +661,59 @@ def add_load(sub: Subparsers) -> None:
         help="skip the runs that explain Best-of-N throughput (no HTTP, vote without PRM, 4x concurrency)",
     )
     load.set_defaults(func=cmd_load)
+
+
+def add_plot(sub: Subparsers) -> None:
+    plot = sub.add_parser(
+        "plot",
+        help="pictures from saved JSON, no engine: the results plots, an MCTS search tree",
+        epilog=docs("results", "search-tree"),
+    )
+    kinds = plot.add_subparsers(dest="kind", required=True)
+    results = kinds.add_parser(
+        "results",
+        help="draw the plots of the committed results files that their commands do not draw",
+        description="Read results/*.json as their commands wrote them and write the plots beside them "
+        "(foundation.png, prm-failures.png, learning-prm-swap-dev.png, server-load.png, "
+        "remote-overhead.png). Each plot's title names its split and its results file.",
+        epilog=docs("results"),
+    )
+    results.add_argument("--results", type=Path, default=Path("results"), help="the results folder")
+    results.set_defaults(func=cmd_plot_results)
+    tree = kinds.add_parser(
+        "tree",
+        help="draw an MCTS search tree (search.return_tree) as a PNG",
+        description="FILE is a saved chat or completion response of a request with search.strategy mcts "
+        "and search.return_tree true, its `search` object, or the tree itself. Nodes are coloured by "
+        "value and sized by visits; finished solutions have a red rim; the most visited path is thick.",
+        epilog=docs("search-tree"),
+    )
+    tree.add_argument("file", type=Path, help="the saved JSON")
+    tree.add_argument("--out", type=Path, help="the PNG to write (default: FILE with .png)")
+    tree.add_argument("--choice", type=int, default=0, help="which choice's tree, when n > 1")
+    tree.add_argument("--title", help="the picture's title (default: the file's name)")
+    tree.set_defaults(func=cmd_plot_tree)
+
+
+def cmd_plot_results(args: argparse.Namespace) -> int:
+    from evaluation.plots import results_plots
+
+    for path in results_plots(args.results):
+        print(path)
+    return 0
+
+
+def cmd_plot_tree(args: argparse.Namespace) -> int:
+    from evaluation.tree_plot import NoTree, plot_tree_file
+
+    out = args.out or args.file.with_suffix(".png")
+    try:
+        drawn = plot_tree_file(args.file, out, args.choice, args.title)
+    except (NoTree, OSError, json.JSONDecodeError) as error:
+        print(f"ponder plot tree: {error}", file=sys.stderr)
+        return 2
+    print(f"{out}: {drawn} nodes")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -176,6 +176,7 @@ def parser(later_stages: Mapping[str, Stage] | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ponder train",
         description="Train the policy and the PRM that Ponder serves, from a recipe (see training/recipes/).",
+        epilog="Docs: docs/training.md",
     )
     parser.add_argument("--recipe", default="micro", help="recipe name (default, micro) or a .toml path")
     parser.add_argument("--out", type=Path, help="output directory (default: runs/<recipe name>)")
