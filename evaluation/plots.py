@@ -54,6 +54,14 @@ def bar_labels(axis: Any, bars: Any, fmt: str) -> None:
         )
 
 
+def grouped_bars(axis: Any, series: list[tuple[str, list[float]]], fmt: str) -> None:
+    """One group of bars a category (x = 0, 1, ...), one bar a series, each labelled with its value."""
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(values))]
+        bar_labels(axis, axis.bar(xs, values, width, label=label), fmt)
+
+
 def plot_foundation(report: dict[str, Any], path: Path, source: str) -> Path:
     """Accuracy by tier (greedy, sampled, pass@k, Best-of-k by PRM) and the PRM's AUROCs by tier."""
     plt = pyplot()
@@ -65,21 +73,13 @@ def plot_foundation(report: dict[str, Any], path: Path, source: str) -> Path:
         ("pass_at_16", "pass@16"),
         ("best_of_16_prm_accuracy", "Best-of-16 by PRM"),
     )
-    width = 0.8 / len(accuracy)
-    for i, (key, label) in enumerate(accuracy):
-        xs = [j + (i - (len(accuracy) - 1) / 2) * width for j in range(len(tiers))]
-        bars = acc.bar(xs, [100 * report[t][key] for t in tiers], width, label=label)
-        bar_labels(acc, bars, "{:.0f}")
+    grouped_bars(acc, [(label, [100 * report[t][key] for t in tiers]) for key, label in accuracy], "{:.0f}")
     aurocs = (
         ("prm_auroc_final", "final, pooled"),
         ("prm_auroc_per_problem", "final, per problem"),
         ("prm_auroc_steps", "steps"),
     )
-    width = 0.8 / len(aurocs)
-    for i, (key, label) in enumerate(aurocs):
-        xs = [j + (i - (len(aurocs) - 1) / 2) * width for j in range(len(tiers))]
-        bars = prm.bar(xs, [report[t][key] for t in tiers], width, label=label)
-        bar_labels(prm, bars, "{:.2f}")
+    grouped_bars(prm, [(label, [report[t][key] for t in tiers]) for key, label in aurocs], "{:.2f}")
     for axis in (acc, prm):
         axis.set_xticks(range(len(tiers)), [f"{t} numbers" for t in tiers])
         axis.legend(fontsize=7, loc="upper right")
