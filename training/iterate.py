@@ -8,10 +8,12 @@ on the pair in OUT/policy and OUT/prm. Round r:
                                                                    -> OUT/rounds/r/search.jsonl
   2. policy   the current policy fine-tuned on the kept solutions (as token ids, exactly as sampled),
               mixed with fresh solver traces where the task has a solver       -> OUT/rounds/r/policy
-  3. labels   Monte-Carlo step labels of the new policy's solutions to other fresh train tasks
+  3. labels   Monte-Carlo step labels of the new policy's solutions to other fresh train tasks, and
+              exact-only labels (no rollouts) of its solutions to more of them
                                                                    -> OUT/rounds/r/prm_data.jsonl
   4. prm      the current PRM refitted on those labels (mixed with `prm_replay` x as many it was fitted on
-              before), in its own format (ponder or math-shepherd,
+              before, and with `prm_refine`'s counterfactual last steps and arithmetic target where the
+              recipe asks), in its own format (ponder or math-shepherd,
               `verifiers.prm_format`), so a user's public-format PRM stays servable  -> OUT/rounds/r/prm
      gate     with `prm_gate`, the refit is kept only if it ranks the new policy's dev solutions at least
               as well as the PRM before it; otherwise that one stays       -> OUT/rounds/r/prm_gate.json
