@@ -12,11 +12,12 @@ it, and returns how many nodes it drew. Uses matplotlib's file-only backend (the
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-LABEL_ALL_UP_TO = 24  # trees this small get every step written; larger ones only the most visited path
+LABEL_ROW_UP_TO = 5  # a depth this narrow gets every step written; a wider one only the principal path
 
 
 class NoTree(ValueError):
@@ -126,9 +127,9 @@ def plot_tree(tree: dict[str, Any], path: Path, title: str = "") -> int:
         linewidths=[2.0 if p.node.get("finished") else 0.6 for p in nodes],
         zorder=2,
     )
-    label_all = len(nodes) <= LABEL_ALL_UP_TO
+    row_width = Counter(p.depth for p in nodes)  # wider rows would write their steps over each other
     for p, v in zip(nodes, visits, strict=True):
-        if p.depth == 0 or not (label_all or p.principal):
+        if p.depth == 0 or not (row_width[p.depth] <= LABEL_ROW_UP_TO or p.principal):
             continue
         value = p.node.get("value")
         text = f"{short(str(p.node.get('step', '')))}\nN={v}" + (

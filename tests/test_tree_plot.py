@@ -88,4 +88,4 @@ def test_ponder_plot_tree_writes_the_png_beside_the_response(tmp_path: Path, cap
 def test_the_docs_example_tree_is_the_one_drawn(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "mcts-tree.json"
     tree = find_tree(json.loads(example.read_text()))
-    assert plot_tree(tree, tmp_path / "example.png") == count(tree) == 28
+    assert plot_tree(tree, tmp_path / "example.png") == count(tree) == 20
